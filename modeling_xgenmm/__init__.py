@@ -1,0 +1,23 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes."""
+
+from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig
+from .modeling_xgenmm import (
+    XGenMMForConditionalGeneration,
+    XGenMMModel,
+    XGenMMPerceiverResampler,
+    XGenMMPreTrainedModel,
+)
+from .registration import register_auto_classes
+
+
+register_auto_classes()
+
+__all__ = [
+    "XGenMMConfig",
+    "XGenMMForConditionalGeneration",
+    "XGenMMModel",
+    "XGenMMPerceiverConfig",
+    "XGenMMPerceiverResampler",
+    "XGenMMPreTrainedModel",
+]

@@ -1,0 +1,197 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""xGen-MM (BLIP-3) configuration: vision tower + perceiver resampler + causal language model.
+
+This file is copied verbatim into every Hub folder, so it imports only `transformers` and `huggingface_hub`.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# google/siglip-so400m-patch14-384 vision tower. The attention-pooling head exists in the released checkpoints but
+# xGen-MM never uses its output, so the default tower is built without it (`vision_use_head=False`).
+SIGLIP_SO400M_PATCH14_384 = {
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+    "image_size": 384,
+    "patch_size": 14,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+    "vision_use_head": False,
+}
+
+# Phi-3-mini as used by xGen-MM v1.5: the 32012 original ids plus the three added tokens merged into one
+# 32015-row vocabulary (ids 32015..32063 of Phi-3's table are never produced by the released models).
+PHI3_MINI_XGENMM = {
+    "vocab_size": 32015,
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "original_max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+    "sliding_window": 2047,
+    "bos_token_id": 1,
+    "eos_token_id": 32000,
+    "pad_token_id": 32000,
+    "tie_word_embeddings": False,
+}
+
+# Released any-resolution grids as (height, width) pixels, in the released order (the order breaks ties).
+# The original code lists them as (width, height): [[384, 768], [768, 384], [768, 768], [1152, 384], [384, 1152]].
+XGENMM_V1_5_GRID_PINPOINTS = [[768, 384], [384, 768], [768, 768], [384, 1152], [1152, 384]]
+
+
+@strict
+class XGenMMPerceiverConfig(PreTrainedConfig):
+    r"""
+    Configuration of the xGen-MM perceiver resampler: `num_latents` learned queries cross-attend, `depth` times, to
+    the vision features of one view (plus themselves), then a biased linear `projection` maps them to the language
+    model width.
+
+    Args:
+        hidden_size (`int`, defaults to 1152): width of the vision features (and of the latents).
+        output_size (`int`, defaults to 3072): width of the language model embeddings.
+        depth (`int`, defaults to 6): number of (attention, feed-forward) blocks.
+        num_heads (`int`, defaults to 16): attention heads.
+        head_dim (`int`, defaults to 96): width of one head; the attention width is `num_heads * head_dim`.
+        num_latents (`int`, defaults to 128): output tokens per view.
+        ff_mult (`int`, defaults to 4): feed-forward expansion.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+        attention_dropout (`float`, defaults to 0.0): dropout on attention probabilities in training.
+        initializer_range (`float`, defaults to 0.02): std of the normal initialiser for linear layers.
+    """
+
+    model_type = "xgenmm_perceiver"
+    base_config_key = "perceiver_config"
+
+    hidden_size: int = 1152
+    output_size: int = 3072
+    depth: int = 6
+    num_heads: int = 16
+    head_dim: int = 96
+    num_latents: int = 128
+    ff_mult: int = 4
+    layer_norm_eps: float = 1e-5
+    attention_dropout: float | int = 0.0
+    initializer_range: float = 0.02
+
+
+@strict
+class XGenMMConfig(PreTrainedConfig):
+    r"""
+    Configuration of an xGen-MM (BLIP-3) model. The defaults build the released v1.5 architecture
+    (`Salesforce/xgen-mm-phi3-mini-*-r-v1.5`): SigLIP so400m-patch14-384, a 6-layer perceiver resampler with 128
+    latents, and Phi-3-mini with a biased 32015-row output head.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Any config `AutoModel.from_config` builds into a vision backbone returning `last_hidden_state`
+            (`SiglipVisionConfig` by default, `TimmWrapperConfig` for timm models).
+        perceiver_config (`dict` or `XGenMMPerceiverConfig`, *optional*):
+            Perceiver resampler settings. Its `hidden_size` follows the vision tower and its `output_size` the
+            language model when those are known.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Any causal language model config (Phi-3-mini by default).
+        image_token_id (`int`, defaults to 32012):
+            Id of `<image>`. The processor writes one such token per image feature vector.
+        anyres (`bool`, defaults to `True`):
+            Any-resolution mode (instruct models): each image is a squash-resized global view plus the crops of its
+            best grid. `False` is the base-model mode: one squash-resized view per image.
+        image_grid_pinpoints (`list[list[int]]`, *optional*):
+            Any-resolution grids as `(height, width)` in pixels, each a multiple of `image_size`, in priority order
+            (the first of equally good grids wins). Defaults to the five released grids.
+        image_size (`int`, defaults to 384): side of every view (the global view and each grid crop).
+        lm_head_bias (`bool`, defaults to `True`): whether the output head has a bias (the released models do).
+    """
+
+    model_type = "xgenmm"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="siglip_vision_model", init_kwargs=SIGLIP_SO400M_PATCH14_384
+        ),
+        "perceiver_config": XGenMMPerceiverConfig,
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="phi3", init_kwargs=PHI3_MINI_XGENMM),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    perceiver_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 32012
+    anyres: bool = True
+    image_grid_pinpoints: list | None = None
+    image_size: int = 384
+    lm_head_bias: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if "vision_encoder_config" in kwargs:
+            kwargs = self._translate_original_format(kwargs)
+        if self.image_grid_pinpoints is None:
+            self.image_grid_pinpoints = [list(grid) for grid in XGENMM_V1_5_GRID_PINPOINTS]
+        super().__post_init__(**kwargs)
+        self._sync_perceiver_widths()
+
+    def _sync_perceiver_widths(self):
+        vision_width = getattr(self.vision_config, "hidden_size", None)
+        if vision_width is not None and self.perceiver_config.hidden_size != vision_width:
+            self.perceiver_config.hidden_size = vision_width
+        text_width = self.text_config.hidden_size
+        if self.perceiver_config.output_size != text_width:
+            self.perceiver_config.output_size = text_width
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: every grid must tile into whole `image_size` crops."""
+        if self.anyres and not self.image_grid_pinpoints:
+            raise ValueError("anyres=True needs at least one grid in image_grid_pinpoints")
+        for grid in self.image_grid_pinpoints:
+            if len(grid) != 2 or any(side <= 0 or side % self.image_size for side in grid):
+                raise ValueError(
+                    f"image_grid_pinpoints entry {grid} is not a (height, width) pair of positive multiples of "
+                    f"image_size={self.image_size}"
+                )
+
+    def _translate_original_format(self, kwargs: dict) -> dict:
+        """Reads a config.json written by the original Salesforce code (`vision_encoder_config`,
+        `vision_tokenizer_config`, a Phi-3 `text_config` with `initial_tokenizer_len`)."""
+        encoder = kwargs.pop("vision_encoder_config") or {}
+        tokenizer = kwargs.pop("vision_tokenizer_config", None) or {}
+        text = dict(self.text_config or {})
+        initial_tokenizer_len = text.pop("initial_tokenizer_len", 32012)
+        # Ids >= initial_tokenizer_len of the original table are never used: the merged vocabulary is L + 3 rows.
+        text["vocab_size"] = initial_tokenizer_len + 3
+        text.setdefault("model_type", "phi3")
+        text.pop("torch_dtype", None)
+        self.text_config = text
+        siglip = dict(encoder.get("siglip_vision_config") or SIGLIP_SO400M_PATCH14_384)
+        siglip["vision_use_head"] = False
+        siglip["model_type"] = "siglip_vision_model"
+        self.vision_config = siglip
+        self.perceiver_config = {
+            "hidden_size": tokenizer.get("vis_feature_dim", siglip.get("hidden_size", 1152)),
+            "output_size": tokenizer.get("lang_embedding_dim", text.get("hidden_size", 3072)),
+            "num_latents": tokenizer.get("num_vis_tokens", 128),
+        }
+        self.image_token_id = initial_tokenizer_len
+        self.image_size = siglip.get("image_size", 384)
+        self.lm_head_bias = True
+        grids_wh = encoder.get("anyres_grids")
+        if grids_wh:
+            self.image_grid_pinpoints = [[height, width] for width, height in grids_wh]
+        for key in ("auto_map", "architectures"):
+            kwargs.pop(key, None)
+        self.architectures = ["XGenMMForConditionalGeneration"]
+        logger.info("Translated an original Salesforce xGen-MM config.json into XGenMMConfig.")
+        return kwargs
+
+
+__all__ = ["XGenMMConfig", "XGenMMPerceiverConfig"]

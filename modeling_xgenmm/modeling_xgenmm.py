@@ -1,0 +1,511 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch xGen-MM (BLIP-3).
+
+Data flow: every view of every image goes through the vision tower in one pass; any-resolution views are regrouped
+exactly as the released models expect; one batched perceiver-resampler pass turns each group into `num_latents`
+vectors in the language model's width; those vectors replace the `<image>` tokens of the text; the causal language
+model and a (biased) head produce logits.
+
+This file is copied verbatim into every Hub folder, so it imports only torch, `transformers` and its sibling
+configuration file.
+"""
+
+from collections.abc import Callable
+from functools import lru_cache
+from math import isqrt
+
+import torch
+from torch import nn
+
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.image_processing_utils import select_best_resolution
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.utils import logging
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+def image_grid_shape(image_size: tuple[int, int], grid_pinpoints: list, view_size: int) -> tuple[int, int]:
+    """(rows, columns) of `view_size` crops in the best any-resolution grid for an image of (height, width).
+
+    The grid rule has one owner, transformers' `select_best_resolution`, which the image processor uses too.
+    """
+    best_height, best_width = select_best_resolution(tuple(image_size), grid_pinpoints)
+    return best_height // view_size, best_width // view_size
+
+
+def num_image_views(image_size: tuple[int, int], config: XGenMMConfig) -> int:
+    """Views the processor makes for one image: the global view, plus the grid crops in any-resolution mode."""
+    if not config.anyres:
+        return 1
+    rows, cols = image_grid_shape(image_size, config.image_grid_pinpoints, config.image_size)
+    return 1 + rows * cols
+
+
+@lru_cache(maxsize=64)
+def stitched_raster_index(rows: int, cols: int, side: int) -> torch.Tensor:
+    """Index into the flat features of `rows * cols` crop views (`side * side` features each, row-major crops) that
+    reads the stitched `(rows * side) x (cols * side)` feature map in raster order."""
+    row = torch.arange(rows * side).view(-1, 1)
+    col = torch.arange(cols * side).view(1, -1)
+    crop = (row // side) * cols + col // side
+    within = (row % side) * side + col % side
+    return (crop * side * side + within).flatten()
+
+
+def unpad_mask(image_size: tuple[int, int], map_height: int, map_width: int) -> torch.Tensor:
+    """1/0 mask over a stitched feature map: 0 on the rows or columns that only hold the black padding added when
+    the image of (height, width) was fitted into its grid. Reproduces the released models' rule, which uses `int`
+    truncation (LLaVA-NeXT rounds instead)."""
+    height, width = image_size
+    mask = torch.ones(map_height, map_width)
+    if width / height > map_width / map_height:
+        padding = (map_height - int(height * (map_width / width))) // 2
+        if padding > 0:
+            mask[:padding] = 0
+            mask[map_height - padding :] = 0
+    else:
+        padding = (map_width - int(width * (map_height / height))) // 2
+        if padding > 0:
+            mask[:, :padding] = 0
+            mask[:, map_width - padding :] = 0
+    return mask
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class XGenMMPerceiverAttention(nn.Module):
+    """Latents attend to [vision features; latents] (keys/values), bidirectionally, with a key padding mask."""
+
+    def __init__(self, config: XGenMMPerceiverConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.scaling = config.head_dim**-0.5
+        self.is_causal = False
+        inner_dim = config.num_heads * config.head_dim
+        self.norm_media = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm_latents = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.to_q = nn.Linear(config.hidden_size, inner_dim, bias=False)
+        self.to_kv = nn.Linear(config.hidden_size, 2 * inner_dim, bias=False)
+        self.to_out = nn.Linear(inner_dim, config.hidden_size, bias=False)
+
+    def forward(
+        self, latents: torch.Tensor, media: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        """latents: (groups, num_latents, dim); media: (groups, num_features, dim);
+        attention_mask: (groups, 1, num_latents, num_features + num_latents) in the attention backend's format."""
+        batch, num_latents, _ = latents.shape
+        media = self.norm_media(media)
+        latents = self.norm_latents(latents)
+        query = self.to_q(latents).view(batch, num_latents, self.num_heads, self.head_dim).transpose(1, 2)
+        key, value = self.to_kv(torch.cat([media, latents], dim=1)).chunk(2, dim=-1)
+        key = key.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        value = value.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            is_causal=False,
+            **kwargs,
+        )
+        return self.to_out(attn_output.reshape(batch, num_latents, -1))
+
+
+class XGenMMPerceiverMLP(nn.Module):
+    def __init__(self, config: XGenMMPerceiverConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden_size, config.hidden_size * config.ff_mult, bias=False)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(config.hidden_size * config.ff_mult, config.hidden_size, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(hidden_states))))
+
+
+class XGenMMPerceiverLayer(GradientCheckpointingLayer):
+    def __init__(self, config: XGenMMPerceiverConfig):
+        super().__init__()
+        self.cross_attn = XGenMMPerceiverAttention(config)
+        self.mlp = XGenMMPerceiverMLP(config)
+
+    def forward(
+        self, latents: torch.Tensor, media: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        latents = latents + self.cross_attn(latents, media, attention_mask, **kwargs)
+        return latents + self.mlp(latents)
+
+
+class XGenMMPreTrainedModel(PreTrainedModel):
+    config: XGenMMConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["XGenMMPerceiverLayer"]
+    _skip_keys_device_placement = ["cache"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, XGenMMPerceiverResampler):
+            init.normal_(module.latents, mean=0.0, std=1.0)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` records one Auto class per class; a Hub folder should answer all of them.
+        if self._auto_class is not None:
+            module = self.__class__.__module__.split(".")[-1]
+            self.config.auto_map = {
+                **(self.config.auto_map or {}),
+                "AutoConfig": f"{XGenMMConfig.__module__.split('.')[-1]}.XGenMMConfig",
+                "AutoModel": f"{module}.XGenMMModel",
+                "AutoModelForCausalLM": f"{module}.XGenMMForConditionalGeneration",
+                "AutoModelForImageTextToText": f"{module}.XGenMMForConditionalGeneration",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class XGenMMPerceiverResampler(XGenMMPreTrainedModel):
+    """Perceiver resampler: `num_latents` learned queries read one group of vision features each; a final LayerNorm
+    and a biased linear `projection` (the only vision-to-language connector) map them to the LM width."""
+
+    config: XGenMMPerceiverConfig
+    input_modalities = ("image",)
+
+    def __init__(self, config: XGenMMPerceiverConfig):
+        super().__init__(config)
+        self.latents = nn.Parameter(torch.empty(config.num_latents, config.hidden_size))
+        self.layers = nn.ModuleList([XGenMMPerceiverLayer(config) for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.hidden_size, config.output_size, bias=True)
+        self.post_init()
+
+    def forward(self, features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """
+        features (`torch.Tensor` of shape `(groups, num_features, hidden_size)`): vision features, one group per row.
+        attention_mask (`torch.Tensor` of shape `(groups, num_features)`, *optional*): 1 for features to attend to.
+
+        Returns `(groups, num_latents, output_size)`.
+        """
+        latents = self.latents.unsqueeze(0).expand(features.shape[0], -1, -1)
+        if attention_mask is not None:
+            # The latents are keys too, and always visible.
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(latents.shape[:2])], dim=1)
+            attention_mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=latents, attention_mask=attention_mask
+            )
+        for layer in self.layers:
+            latents = layer(latents, features, attention_mask, **kwargs)
+        return self.projection(self.norm(latents))
+
+
+class XGenMMModel(XGenMMPreTrainedModel):
+    """xGen-MM backbone: vision tower, perceiver resampler and language model, without the output head."""
+
+    def __init__(self, config: XGenMMConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.resampler = XGenMMPerceiverResampler._from_config(config.perceiver_config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def views_per_image(self, image_sizes: torch.Tensor | list | None, num_views: int) -> list[int]:
+        """Number of views of each image, from the images' (height, width) and the grid rule."""
+        if not self.config.anyres:
+            return [1] * num_views
+        if image_sizes is None:
+            raise ValueError(
+                "image_sizes (one (height, width) per image) is required in any-resolution mode to know how the "
+                f"{num_views} views in pixel_values belong to images; the processor returns it with pixel_values."
+            )
+        sizes = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
+        counts = [num_image_views(size, self.config) for size in sizes]
+        if sum(counts) != num_views:
+            raise ValueError(
+                f"pixel_values holds {num_views} views but image_sizes describes {len(sizes)} images that need "
+                f"{sum(counts)} views ({counts}) under image_grid_pinpoints={self.config.image_grid_pinpoints}"
+            )
+        return counts
+
+    def encode_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Runs the vision tower once over all views: `(views, channels, height, width)` -> `(views, N, dim)`."""
+        pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
+        features = self.vision_tower(pixel_values=pixel_values).last_hidden_state
+        if features.dim() == 4:  # convolutional timm backbones return (views, dim, height, width)
+            features = features.flatten(2).transpose(1, 2)
+        num_prefix_tokens = getattr(getattr(self.vision_tower, "timm_model", None), "num_prefix_tokens", 0)
+        return features[:, num_prefix_tokens:]
+
+    def regroup_anyres(
+        self, features: torch.Tensor, image_sizes: list, views: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Regroups the crop features of each image as the released models do, and builds the padding mask.
+
+        The crops of one image are stitched into a `(rows * side) x (cols * side)` map and cut back into groups of
+        `side * side` consecutive features in the map's raster order, so for grids wider than one crop a group is a
+        horizontal stripe that mixes crops. The perceiver has no positions: only group membership and the mask
+        matter, and both follow the released code. The global view keeps its features and an all-ones mask.
+        """
+        num_views, num_features, dim = features.shape
+        side = isqrt(num_features)
+        if side * side != num_features:
+            raise ValueError(
+                f"any-resolution mode stitches square feature maps, but the vision tower returns {num_features} "
+                "features per view; use anyres=False for this backbone"
+            )
+        index_parts, mask_parts, first_view = [], [], 0
+        for size, count in zip(image_sizes, views):
+            rows, cols = image_grid_shape(size, self.config.image_grid_pinpoints, self.config.image_size)
+            index_parts.append(torch.arange(num_features) + first_view * num_features)
+            index_parts.append(stitched_raster_index(rows, cols, side) + (first_view + 1) * num_features)
+            mask_parts.append(torch.ones(num_features))
+            mask_parts.append(unpad_mask(size, rows * side, cols * side).flatten())
+            first_view += count
+        index = torch.cat(index_parts).to(features.device)
+        grouped = features.reshape(num_views * num_features, dim)[index].view(num_views, num_features, dim)
+        mask = torch.cat(mask_parts).view(num_views, num_features)
+        return grouped, None if bool(mask.all()) else mask.to(device=features.device, dtype=torch.long)
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """
+        pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`):
+            Every view of every image of the batch, image after image (global view first, then row-major crops).
+        image_sizes (`torch.Tensor` of shape `(images, 2)`, *optional*):
+            Original (height, width) of each image; required in any-resolution mode.
+
+        Returns a `BaseModelOutputWithPooling` whose `pooler_output` is a tuple with one
+        `(views_of_image * num_latents, text_hidden_size)` tensor per image, in the order of the `<image>` tokens.
+        """
+        if pixel_values.dim() != 4:
+            raise ValueError(
+                f"pixel_values must be (views, channels, height, width) with all views of all images flattened, "
+                f"got shape {tuple(pixel_values.shape)}"
+            )
+        views = self.views_per_image(image_sizes, pixel_values.shape[0])
+        features = self.encode_views(pixel_values)
+        groups, mask = features, None
+        if self.config.anyres:
+            sizes = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
+            groups, mask = self.regroup_anyres(features, sizes, views)
+        groups = groups.to(self.resampler.dtype)
+        image_tokens = self.resampler(groups, mask)
+        per_image = image_tokens.flatten(0, 1).split([count * image_tokens.shape[1] for count in views])
+        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=per_image)
+
+    def get_placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, num_features: int):
+        """Boolean `(batch, seq, 1)` mask of the `<image>` positions, checked against the number of image features."""
+        if input_ids is None:
+            image_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
+            )
+            special_image_mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            special_image_mask = input_ids == self.config.image_token_id
+        num_tokens = int(special_image_mask.sum())
+        if num_tokens != num_features:
+            raise ValueError(
+                f"Image features and image tokens do not match: the text holds {num_tokens} image tokens "
+                f"(id {self.config.image_token_id}) but the images produce {num_features} features. Build inputs "
+                "with the XGenMM processor, which expands each <image> to exactly the model's feature count."
+            )
+        return special_image_mask.unsqueeze(-1)
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs,
+    ) -> MultimodalBaseModelOutputWithPast:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`, *optional*):
+            All views of all images, flattened (see `get_image_features`).
+        image_sizes (`torch.LongTensor` of shape `(images, 2)`, *optional*):
+            Original (height, width) of each image.
+        mm_encoder_outputs (`dict`, *optional*):
+            Pre-computed `{"image": get_image_features(...)}`; `generate` encodes images once, before prefill.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if pixel_values is not None and mm_encoder_outputs is not None:
+            raise ValueError("Pass either pixel_values or mm_encoder_outputs, not both")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if image_outputs is None and pixel_values is not None and pixel_values.shape[0] > 0:
+            image_outputs = self.get_image_features(pixel_values, image_sizes)
+        if image_outputs is not None:
+            image_features = torch.cat(image_outputs.pooler_output).to(inputs_embeds.device, inputs_embeds.dtype)
+            image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features.shape[0])
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
+        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
+            num_image_tokens = int((input_ids == self.config.image_token_id).sum())
+            if num_image_tokens:
+                raise ValueError(
+                    f"input_ids hold {num_image_tokens} image tokens but no pixel_values were given; pass the "
+                    "processor's pixel_values and image_sizes with them"
+                )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return MultimodalBaseModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_outputs=image_outputs,
+        )
+
+
+class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
+    """xGen-MM with its output head: `generate`, training losses, and the Auto-class entry point."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: XGenMMConfig):
+        super().__init__(config)
+        self.model = XGenMMModel(config)
+        text_config = config.text_config
+        self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=config.lm_head_bias)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None, **kwargs):
+        return self.model.get_image_features(pixel_values, image_sizes, **kwargs)
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs,
+    ) -> MultimodalCausalLMOutputWithPast:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`, *optional*):
+            All views of all images, flattened, as the processor returns them.
+        image_sizes (`torch.LongTensor` of shape `(images, 2)`, *optional*):
+            Original (height, width) of each image.
+        labels (`torch.LongTensor` of shape `(batch, seq)`, *optional*):
+            Next-token targets aligned with `input_ids` (shifted inside the loss); -100 is ignored.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return MultimodalCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_outputs=outputs.image_outputs,
+        )
+
+
+__all__ = [
+    "XGenMMForConditionalGeneration",
+    "XGenMMModel",
+    "XGenMMPerceiverResampler",
+    "XGenMMPreTrainedModel",
+]
