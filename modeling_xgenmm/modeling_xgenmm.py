@@ -199,7 +199,7 @@ class XGenMMPreTrainedModel(PreTrainedModel):
         if self._auto_class is not None:
             module = self.__class__.__module__.split(".")[-1]
             self.config.auto_map = {
-                **(self.config.auto_map or {}),
+                **(getattr(self.config, "auto_map", None) or {}),
                 "AutoConfig": f"{XGenMMConfig.__module__.split('.')[-1]}.XGenMMConfig",
                 "AutoModel": f"{module}.XGenMMModel",
                 "AutoModelForCausalLM": f"{module}.XGenMMForConditionalGeneration",
@@ -248,6 +248,11 @@ class XGenMMModel(XGenMMPreTrainedModel):
     def __init__(self, config: XGenMMConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
+        # timm configs do not state their feature width; the built backbone does.
+        timm_width = getattr(getattr(self.vision_tower, "timm_model", None), "num_features", None)
+        if timm_width is not None and config.perceiver_config.hidden_size != timm_width:
+            logger.info(f"Setting perceiver_config.hidden_size to the timm backbone's feature width {timm_width}")
+            config.perceiver_config.hidden_size = timm_width
         self.resampler = XGenMMPerceiverResampler._from_config(config.perceiver_config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()

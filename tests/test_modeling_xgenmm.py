@@ -1,0 +1,291 @@
+"""The model: architecture of the release, numerics across backends and padding, generation, Hub packaging."""
+
+import json
+
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, TimmWrapperConfig
+from transformers.generation.configuration_utils import CompileConfig
+from transformers.integrations.accelerate import infer_auto_device_map
+
+from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration, XGenMMModel
+from modeling_xgenmm.modeling_xgenmm import stitched_raster_index, unpad_mask
+
+from isolation import run_isolated
+from modeling_helpers import collate, make_sample, tiny_config, tiny_model
+
+
+# Image sizes (height, width) that pick different grids of the tiny config (view size 56): 1x2, 2x1, 3x1, 2x2.
+TALL, WIDE, VERY_WIDE, LARGE = (100, 40), (40, 100), (50, 160), (110, 120)
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_default_config_builds_the_released_parameter_counts_on_meta_device():
+    with torch.device("meta"):
+        model = XGenMMForConditionalGeneration(XGenMMConfig())
+    # Perceiver: 6 x (2 LayerNorms + to_q + to_kv + to_out + LayerNorm + 1152->4608->1152) + latents + norm + projection.
+    assert count_params(model.model.resampler) == 109_901_568
+    # SigLIP so400m-patch14-384 vision transformer WITHOUT the unused attention-pooling head (428,225,600 with it).
+    assert count_params(model.model.vision_tower) == 412_987_248
+    # Phi-3-mini with the merged 32015-row vocabulary: 32015*3072 embeddings + 32 x 113,252,352 + final norm.
+    assert count_params(model.model.language_model) == 3_722_428_416
+    assert tuple(model.lm_head.weight.shape) == (32015, 3072)
+    assert tuple(model.lm_head.bias.shape) == (32015,)
+
+
+def test_vision_tower_with_pooling_head_matches_siglip_so400m_release():
+    config = XGenMMConfig()
+    config.vision_config.vision_use_head = True
+    with torch.device("meta"):
+        tower = AutoModel.from_config(config.vision_config)
+    assert count_params(tower) == 428_225_600
+
+
+def test_default_config_matches_release_constants():
+    config = XGenMMConfig()
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (384, 14)
+    assert config.perceiver_config.hidden_size == 1152 and config.perceiver_config.output_size == 3072
+    assert config.text_config.model_type == "phi3" and config.text_config.vocab_size == 32015
+    assert config.text_config.rope_parameters["rope_theta"] == 10000.0
+    assert config.image_token_id == 32012 and config.lm_head_bias
+    # (height, width); the original lists (width, height) [[384,768],[768,384],[768,768],[1152,384],[384,1152]].
+    assert config.image_grid_pinpoints == [[768, 384], [384, 768], [768, 768], [384, 1152], [1152, 384]]
+
+
+def test_config_rejects_grids_that_do_not_tile_into_views():
+    # @strict configs wrap validator errors in huggingface_hub's StrictDataclassClassValidationError.
+    with pytest.raises(StrictDataclassClassValidationError, match=r"image_grid_pinpoints entry \[100, 384\]"):
+        XGenMMConfig(image_grid_pinpoints=[[100, 384]])
+
+
+def test_auto_classes_resolve_to_xgenmm_classes():
+    config = tiny_config()
+    assert isinstance(AutoConfig.for_model("xgenmm"), XGenMMConfig)
+    assert type(AutoModelForImageTextToText.from_config(config)) is XGenMMForConditionalGeneration
+    assert type(AutoModelForCausalLM.from_config(config)) is XGenMMForConditionalGeneration
+    assert type(AutoModel.from_config(config)) is XGenMMModel
+
+
+def test_stitched_raster_groups_are_stripes_across_crops():
+    # 2 crops side by side, 2x2 features each: the first group of 4 is the stitched map's first two rows,
+    # i.e. row 0 of crop 0, row 0 of crop 1, row 1 of crop 0, row 1 of crop 1.
+    assert stitched_raster_index(1, 2, 2).tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
+    # One column of crops: groups are the crops themselves.
+    assert stitched_raster_index(2, 1, 2).tolist() == list(range(8))
+
+
+def test_unpad_mask_marks_letterbox_rows_and_columns():
+    wide = unpad_mask((40, 100), map_height=8, map_width=8)  # fitted into a square: rows are padded
+    assert wide[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0] and bool(wide[3].all())
+    # 100x20 in a 8x4 map: the image spans int(20 * 8 / 100) = 1 column, so (4 - 1) // 2 = 1 column each side.
+    tall = unpad_mask((100, 20), map_height=8, map_width=4)
+    assert tall[0].tolist() == [0, 1, 1, 0] and bool(tall[:, 1].all())
+    # Truncation, not rounding: 100x40 spans int(3.2) = 3 columns, and (4 - 3) // 2 = 0 padding columns.
+    assert bool(unpad_mask((100, 40), map_height=8, map_width=4).all())
+
+
+def test_mismatch_between_image_tokens_and_features_names_both_counts():
+    model = tiny_model()
+    sample = make_sample(model.config, [TALL])
+    first_image_token = sample["input_ids"].index(992)
+    del sample["input_ids"][first_image_token : first_image_token + 2]
+    batch = collate(model.config, [sample])
+    with pytest.raises(ValueError, match=r"holds 22 image tokens \(id 992\) but the images produce 24 features"):
+        model(**batch)
+
+
+def test_image_tokens_without_pixel_values_raise():
+    model = tiny_model()
+    batch = collate(model.config, [make_sample(model.config, [TALL])])
+    with pytest.raises(ValueError, match="input_ids hold 24 image tokens but no pixel_values were given"):
+        model(input_ids=batch["input_ids"])
+
+
+def test_views_and_image_sizes_that_disagree_raise():
+    model = tiny_model()
+    batch = collate(model.config, [make_sample(model.config, [TALL])])
+    batch["image_sizes"] = torch.tensor([LARGE])
+    with pytest.raises(ValueError, match=r"pixel_values holds 3 views but image_sizes describes 1 images that need 5"):
+        model(**batch)
+
+
+def test_eager_and_sdpa_agree_with_images():
+    samples = [make_sample(tiny_config(), [WIDE, LARGE], seed=3), make_sample(tiny_config(), [TALL], seed=4)]
+    batch = collate(tiny_config(), samples, padding_side="right")
+    logits = {}
+    for implementation in ("eager", "sdpa"):
+        model = tiny_model(attn_implementation=implementation)
+        with torch.no_grad():
+            logits[implementation] = model(**batch).logits
+    mask = batch["attention_mask"].bool()
+    assert (logits["eager"][mask] - logits["sdpa"][mask]).abs().max() <= 1e-4
+
+
+def test_attn_implementation_reaches_vision_tower_resampler_and_language_model():
+    model = XGenMMForConditionalGeneration._from_config(tiny_config(), attn_implementation="sdpa")
+    model.set_attn_implementation("eager")
+    for sub in (model.model.vision_tower, model.model.resampler, model.model.language_model):
+        assert sub.config._attn_implementation == "eager"
+    model.set_attn_implementation("sdpa")
+    for sub in (model.model.vision_tower, model.model.resampler, model.model.language_model):
+        assert sub.config._attn_implementation == "sdpa"
+
+
+def test_left_padded_batched_greedy_generation_equals_one_by_one():
+    model = tiny_model(seed=1)
+    config = model.config
+    samples = [
+        make_sample(config, [], num_text=12, seed=10),
+        make_sample(config, [LARGE], num_text=4, seed=11),
+        make_sample(config, [TALL, VERY_WIDE, WIDE], num_text=3, seed=12),
+    ]
+    batch = collate(config, samples, padding_side="left")
+    batched = model.generate(**batch, max_new_tokens=8, do_sample=False)[:, batch["input_ids"].shape[1] :]
+    for row, sample in enumerate(samples):
+        alone = collate(config, [sample])
+        expected = model.generate(**alone, max_new_tokens=8, do_sample=False)[:, alone["input_ids"].shape[1] :]
+        assert batched[row].tolist() == expected[0].tolist(), f"row {row}"
+
+
+def test_generate_encodes_images_once_and_decodes_from_the_cache():
+    model = tiny_model()
+    calls = {"tower": 0, "resampler": 0}
+    model.model.vision_tower.register_forward_hook(lambda *_: calls.__setitem__("tower", calls["tower"] + 1))
+    model.model.resampler.register_forward_hook(lambda *_: calls.__setitem__("resampler", calls["resampler"] + 1))
+    batch = collate(model.config, [make_sample(model.config, [LARGE, TALL])])
+    out = model.generate(**batch, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 6
+    assert calls == {"tower": 1, "resampler": 1}
+
+
+def test_static_cache_generation_compiles_full_graph_and_matches_dynamic_cache():
+    model = tiny_model()
+    batch = collate(model.config, [make_sample(model.config, [WIDE], seed=5), make_sample(model.config, [], seed=6)])
+    expected = model.generate(**batch, max_new_tokens=6, do_sample=False)
+
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs, **options):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compile_config = CompileConfig(fullgraph=True, backend=recording_backend)
+    compile_config._compile_all_devices = True  # auto-compilation is GPU-only by default
+    out = model.generate(
+        **batch, max_new_tokens=6, do_sample=False, cache_implementation="static", compile_config=compile_config
+    )
+    assert graphs, "the decoding forward was not compiled"
+    assert torch.equal(out, expected)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    batch = collate(tiny_config(), [make_sample(tiny_config(), [LARGE], seed=7)], padding_side="right")
+    batch["labels"] = batch["input_ids"].masked_fill(batch["input_ids"] == 992, -100)
+    results = []
+    for checkpointing in (False, True):
+        model = tiny_model(seed=2).train()
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and any("resampler" in name for name in grads_a)
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_auto_device_map_never_splits_a_block():
+    model = tiny_model()
+    no_split = model._no_split_modules
+    assert {"XGenMMPerceiverLayer", "SiglipEncoderLayer", "Phi3DecoderLayer"} <= set(no_split)
+    budget = {device: 250_000 for device in range(8)} | {"cpu": 10**9}
+    device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
+    assert len(set(device_map.values())) > 2  # the budget forces the model over several devices
+
+    def device_of(param_name):
+        owners = [key for key in device_map if key == "" or param_name == key or param_name.startswith(key + ".")]
+        return device_map[max(owners, key=len)]
+
+    for name, module in model.named_modules():
+        if type(module).__name__ in no_split:
+            devices = {device_of(f"{name}.{param}") for param, _ in module.named_parameters()}
+            assert len(devices) == 1, f"{name} split over {devices}"
+
+
+def test_save_pretrained_round_trip_and_trust_remote_code_in_a_process_without_the_package(tmp_path):
+    model = tiny_model(seed=3)
+    batch = collate(model.config, [make_sample(model.config, [WIDE, TALL], seed=8)])
+    with torch.no_grad():
+        expected = model(**batch).logits
+
+    folder = tmp_path / "tiny-xgenmm"
+    model.save_pretrained(folder)
+    assert {"config.json", "model.safetensors", "configuration_xgenmm.py", "modeling_xgenmm.py"} <= {
+        p.name for p in folder.iterdir()
+    }
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_xgenmm.XGenMMConfig",
+        "AutoModel": "modeling_xgenmm.XGenMMModel",
+        "AutoModelForCausalLM": "modeling_xgenmm.XGenMMForConditionalGeneration",
+        "AutoModelForImageTextToText": "modeling_xgenmm.XGenMMForConditionalGeneration",
+    }
+
+    reloaded = XGenMMForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, expected)
+
+    torch.save(batch, tmp_path / "batch.pt")
+    result = run_isolated(
+        f"""
+        import json, torch
+        from transformers import AutoModel, AutoModelForImageTextToText
+        model = AutoModelForImageTextToText.from_pretrained(
+            {str(folder)!r}, trust_remote_code=True, attn_implementation="eager"
+        ).eval()
+        backbone = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        batch = torch.load("batch.pt")
+        with torch.no_grad():
+            torch.save(model(**batch).logits, "logits.pt")
+        print(json.dumps({{"class": type(model).__module__ + "." + type(model).__name__,
+                          "backbone": type(backbone).__name__}}))
+        """,
+        cwd=tmp_path,
+    )
+    assert result["class"].startswith("transformers_modules.") and result["class"].endswith(
+        "modeling_xgenmm.XGenMMForConditionalGeneration"
+    )
+    assert result["backbone"] == "XGenMMModel"
+    assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
+
+
+def test_timm_backbone_trains_one_step_and_round_trips(tmp_path):
+    config = tiny_config(
+        vision_config=TimmWrapperConfig(architecture="test_vit", model_args={"img_size": 64}),
+        image_size=64,
+        image_grid_pinpoints=[[128, 64], [64, 128], [128, 128]],
+    )
+    model = tiny_model(config).train()
+    assert model.config.perceiver_config.hidden_size == model.model.vision_tower.timm_model.num_features
+    batch = collate(model.config, [make_sample(model.config, [(90, 120)], seed=9)], padding_side="right")
+    batch["labels"] = batch["input_ids"].masked_fill(batch["input_ids"] == 992, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    before = model.model.resampler.projection.weight.detach().clone()
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(before, model.model.resampler.projection.weight)
+
+    model.eval()
+    model.save_pretrained(tmp_path / "timm-xgenmm")
+    reloaded = XGenMMForConditionalGeneration.from_pretrained(tmp_path / "timm-xgenmm", attn_implementation="eager")
+    reloaded.eval()
+    assert reloaded.config.vision_config.model_type == "timm_wrapper"
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
