@@ -90,8 +90,8 @@ def load_image_within_limits(source: str) -> "PIL.Image.Image":
 def decoded_image(image: ImageInput, index: int) -> "PIL.Image.Image":
     """Checks input image `index` and returns it as a decoded PIL image in its own mode.
 
-    uint8 arrays and tensors of shape (height, width), (height, width, channels) or (channels, height, width) with 1,
-    3 or 4 channels are the PIL images of mode L, RGB or RGBA with those pixels.
+    uint8 arrays and tensors of shape (height, width, channels) or (channels, height, width) with 1, 3 or 4 channels
+    are the PIL images of mode L, RGB or RGBA with those pixels.
     """
     if isinstance(image, PIL.Image.Image):
         width, height = image.size
@@ -101,16 +101,10 @@ def decoded_image(image: ImageInput, index: int) -> "PIL.Image.Image":
             raise TypeError(
                 f"image {index} is an array of dtype {array.dtype}; expected uint8 pixels (0-255) or a PIL image"
             )
-        if array.ndim == 3:
-            if infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST:
-                array = np.moveaxis(array, 0, -1)
-            if array.shape[-1] == 1:
-                array = array[..., 0]
-        if array.ndim not in (2, 3):
-            raise ValueError(
-                f"image {index} has shape {array.shape}; expected (height, width), (height, width, channels) or "
-                "(channels, height, width)"
-            )
+        if infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST:
+            array = np.moveaxis(array, 0, -1)
+        if array.shape[-1] == 1:
+            array = array[..., 0]
         height, width = array.shape[:2]
         if height and width:
             image = PIL.Image.fromarray(np.ascontiguousarray(array))
@@ -162,16 +156,7 @@ class XGenMMImageProcessingMixin:
         self, image_size: tuple[int, int], image_grid_pinpoints: list[list[int]] | None = None
     ) -> tuple[int, int]:
         """(height, width) of the any-resolution grid chosen for an image of (height, width)."""
-        image_grid_pinpoints = image_grid_pinpoints or self.image_grid_pinpoints
-        best = select_best_resolution(tuple(image_size), image_grid_pinpoints)
-        if best is None:
-            height, width = image_size
-            raise ValueError(
-                f"an image of height {height} and width {width} is too elongated for the any-resolution grids "
-                f"{image_grid_pinpoints}: fitted into any of them it keeps less than one pixel across, so "
-                "select_best_resolution finds no grid. Crop or pad it to a less extreme aspect ratio, or use anyres=False."
-            )
-        return best
+        return select_best_resolution(tuple(image_size), image_grid_pinpoints or self.image_grid_pinpoints)
 
     def get_num_image_views(self, image_size: tuple[int, int], **kwargs: Unpack[XGenMMImageProcessorKwargs]) -> int:
         """Number of views (global view + grid crops) the processor makes for an image of (height, width); takes the
@@ -268,18 +253,21 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
     xGen-MM image processor, torchvision backend: the views of [`XGenMMImageProcessorPil`] (see there) computed on
     uint8 tensors, then normalised in one batched op (pass `device=` to run on a GPU).
 
-    It reproduces Pillow's bicubic resampling with torchvision's antialiased uint8 kernels, including the order of
-    Pillow's two passes, its premultiplied alpha for RGBA and LA images, and nearest neighbour for P and 1 images.
-    Other modes (CMYK, I;16, YCbCr, ...) are converted to RGB before resizing rather than after.
+    It follows Pillow's resampling: bicubic through torchvision's antialiased uint8 kernels with Pillow's order of the
+    two passes, premultiplied alpha for RGBA and LA images, and Pillow's exact nearest-neighbour indices for P and 1
+    images. Other modes (CMYK, I;16, I, F, YCbCr, ...) are converted to RGB before resizing instead of after.
 
-    Measured against the released processor's outputs (`official_tiny` fixtures, 10 images: RGB, RGBA, L, P) the
-    uint8 views differ by at most 4 levels (RGBA; 2 for RGB, 1 for L, 0 for P), i.e. `pixel_values` within
-    `XGenMMImageProcessor.tolerance` = 4 / 255 * 2 of the PIL backend, on less than 0.3% of the values.
+    Measured difference from the PIL backend, in uint8 levels of the views (one level = 2 / 255 in `pixel_values`):
+    - released-processor fixtures (`official_tiny`, 10 images: RGB, RGBA, L, P): at most 4 levels (RGBA; RGB 2,
+      L 1, P 0), on less than 0.3% of the values;
+    - synthetic images with sharp edges: RGB, L, CMYK at most 2 levels, RGBA and LA with alpha gradients up to 25
+      levels (un-premultiplying divides one-level rounding differences by small alphas), each on less than 1% of the
+      values; P and 1 identical;
+    - converted-first modes are not bounded (16-bit images above 255 differ by up to ~120 levels): use the PIL backend
+      for them, or `convert("RGB")` first as the released drivers did.
 
     Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` = original (height, width).
     """
-
-    tolerance = 4 / 255 * 2
 
     def _preprocess(
         self,
@@ -317,7 +305,7 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         interpolation = pil_torch_interpolation_mapping[resample]
         if image.mode in ("P", "1"):
             # Pillow resamples palette and bilevel images with nearest neighbour whatever filter is asked for.
-            image, interpolation = image.convert("RGB"), tvF.InterpolationMode.NEAREST_EXACT
+            image, interpolation = image.convert("RGB"), tvF.InterpolationMode.NEAREST
         elif image.mode in ("RGBA", "LA"):
             # Pillow resizes these with premultiplied colours; its own conversion premultiplies with its rounding.
             image = image.convert("RGBA").convert("RGBa")
@@ -331,7 +319,11 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         `2 * (new_width - width) > new_height - height` (measured on Pillow 13), so the uint8 rounding between the
         two passes matches."""
         old_height, old_width = pixels.shape[-2:]
-        if interpolation != tvF.InterpolationMode.NEAREST_EXACT and height < old_height:
+        if interpolation == tvF.InterpolationMode.NEAREST:
+            rows = _pillow_nearest_indices(old_height, height, pixels.device)
+            columns = _pillow_nearest_indices(old_width, width, pixels.device)
+            return pixels.index_select(1, rows).index_select(2, columns)
+        if height < old_height:
             if 2 * (width - old_width) > height - old_height:
                 pixels = self.resize(pixels, SizeDict(height=height, width=old_width), resample=interpolation)
         # torchvision returns uint8 resizes channels-last; the crops, padding and concatenation are far faster
@@ -359,6 +351,16 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
             canvas = tvF.pad(resized, padding, fill=0)
             views.append(torch.stack(divide_to_patches(canvas, (size.height, size.width))))
         return torch.cat(views)
+
+
+def _pillow_nearest_indices(old_size: int, new_size: int, device) -> "torch.Tensor":
+    """Source index of each output pixel of Pillow's nearest-neighbour resize: it walks the output adding
+    `old_size / new_size` in double precision from half a step, then truncates. torchvision's float32 positions pick
+    the neighbouring pixel on some rows and columns."""
+    step = old_size / new_size
+    increments = np.full(new_size, step)
+    increments[0] = step * 0.5
+    return torch.from_numpy(np.add.accumulate(increments).astype(np.int64)).to(device)
 
 
 def _unpremultiply(pixels: "torch.Tensor") -> "torch.Tensor":
