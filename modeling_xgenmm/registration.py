@@ -10,6 +10,7 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
 )
+
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
 from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig

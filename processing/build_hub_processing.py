@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modeling_xgenmm.registration import register_auto_classes
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+
+from modeling_xgenmm.registration import register_auto_classes
 
 from .chat_templates import BASE_CHAT_TEMPLATE, INSTRUCT_CHAT_TEMPLATE
 from .image_processing_xgenmm import XGenMMImageProcessor

@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import PIL.Image
 import torch
-
 from transformers.image_processing_backends import PilBackend, TorchvisionBackend
 from transformers.image_processing_utils import BatchFeature, select_best_resolution
 from transformers.image_transforms import divide_to_patches
@@ -33,7 +32,6 @@ from transformers.utils import TensorType, is_torchvision_available, logging
 
 if is_torchvision_available():
     from torchvision.transforms.v2 import functional as tvF
-
     from transformers.image_utils import pil_torch_interpolation_mapping
 
 
@@ -135,7 +133,7 @@ class XGenMMImageProcessingMixin:
     image_std = IMAGENET_STANDARD_STD
 
     def fetch_images(self, images):
-        """Loads URL, path and base64 inputs as RGB PIL images (refusing decompression bombs); passes images through."""
+        """Loads URL, path and base64 inputs as RGB PIL images, refusing decompression bombs; passes images through."""
         if isinstance(images, (list, tuple)):
             return [self.fetch_images(image) for image in images]
         if isinstance(images, str):
@@ -196,7 +194,7 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
     P and 1 with nearest neighbour; pasting drops alpha and converts to RGB; every view is converted to RGB, divided
     by 255 and normalised with mean = std = 0.5, in float32, in that order.
 
-    Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` = original (height, width).
+    Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` (original height, width).
     """
 
     def _preprocess(
@@ -266,7 +264,7 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
     - converted-first modes are not bounded (16-bit images above 255 differ by up to ~120 levels): use the PIL backend
       for them, or `convert("RGB")` first as the released drivers did.
 
-    Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` = original (height, width).
+    Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` (original height, width).
     """
 
     def _preprocess(
@@ -294,7 +292,9 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
             torch.cat(views), do_rescale, rescale_factor, do_normalize, image_mean, image_std
         )
         image_sizes = [[image.height, image.width] for image in images]
-        return BatchFeature(data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors)
+        return BatchFeature(
+            data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors
+        )
 
     @staticmethod
     def _image_to_tensor(

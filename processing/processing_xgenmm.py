@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import torch
-
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import ImageInput, make_flat_list_of_images
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
@@ -60,9 +59,7 @@ class XGenMMProcessor(ProcessorMixin):
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         image_placeholder_token = getattr(tokenizer, "image_placeholder_token", None) or "<image placeholder>"
         # The original base prompts write `<image>` and n - 1 `<image placeholder>`: one image either way.
-        self._image_marker_run = re.compile(
-            f"{re.escape(self.image_token)}(?:{re.escape(image_placeholder_token)})+"
-        )
+        self._image_marker_run = re.compile(f"{re.escape(self.image_token)}(?:{re.escape(image_placeholder_token)})+")
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     def prepare_inputs_layout(
@@ -100,7 +97,11 @@ class XGenMMProcessor(ProcessorMixin):
                 if count:
                     raise ValueError(f"sample {index}: {count} {self.image_token} markers but no images were passed")
             return
-        if isinstance(images, (list, tuple)) and images and all(isinstance(sample, (list, tuple)) for sample in images):
+        if (
+            isinstance(images, (list, tuple))
+            and images
+            and all(isinstance(sample, (list, tuple)) for sample in images)
+        ):
             if len(images) != len(text):
                 raise ValueError(f"images are given for {len(images)} samples but the text has {len(text)} samples")
             for index, (sample_images, count) in enumerate(zip(images, markers)):

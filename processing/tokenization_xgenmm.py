@@ -76,8 +76,8 @@ class XGenMMTokenizer(LlamaTokenizer):
         )
 
     def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
-        # The `tokenizers` backend keeps the truncation and padding of the last call, which every call sets again; saved
-        # into tokenizer.json they would make the reloaded tokenizer truncate and pad every input by default.
+        # The `tokenizers` backend keeps the truncation and padding of the last call (every call sets them again).
+        # Saved into tokenizer.json they would make the reloaded tokenizer truncate and pad every input.
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)

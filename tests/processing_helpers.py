@@ -18,12 +18,6 @@ from safetensors.torch import load
 from conftest import TINY_RANDOM
 
 
-RELEASED_SYSTEM_PROMPT = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
-    "and polite answers to the user's questions."
-)
-
-
 def fixture_pixels(fixtures_dir: Path) -> dict[str, torch.Tensor]:
     """The uint8 tensors of `image_processing/pixel_values_u8.safetensors.xz` (fixture README section 4)."""
     index = json.loads((fixtures_dir / "image_processing" / "index.json").read_text())
@@ -109,7 +103,9 @@ def png_with_header_size(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def as_base64(data: bytes) -> str:

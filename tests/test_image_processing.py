@@ -8,6 +8,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+
+from conftest import TINY_RANDOM, original_fixtures_dir
 from processing_helpers import (
     as_base64,
     fixture_float,
@@ -18,8 +20,6 @@ from processing_helpers import (
     released_grids_hw,
     synthetic_image,
 )
-
-from conftest import TINY_RANDOM, original_fixtures_dir
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil
 
 
@@ -58,9 +58,10 @@ def test_torchvision_backend_within_four_levels_of_released_processor(released):
     processor = XGenMMImageProcessor(image_grid_pinpoints=grids)
     worst = {}
     for key, entry in entries.items():
-        difference = (processor(images[key], return_tensors="pt")["pixel_values"] - fixture_float(
-            pixels[entry["anyres"]["tensor"]]
-        )).abs()
+        difference = (
+            processor(images[key], return_tensors="pt")["pixel_values"]
+            - fixture_float(pixels[entry["anyres"]["tensor"]])
+        ).abs()
         worst[images[key].mode] = max(worst.get(images[key].mode, 0), difference.max().item() / LEVEL)
         assert (difference > 1e-6).float().mean() < 0.003, key
     assert worst["RGBA"] <= 4 + 1e-3 and worst["RGB"] <= 2 + 1e-3 and worst["L"] <= 1 + 1e-3, worst
@@ -69,13 +70,23 @@ def test_torchvision_backend_within_four_levels_of_released_processor(released):
 
 @pytest.mark.parametrize(
     "mode, max_levels, max_fraction",
-    [("RGB", 2, 0.01), ("L", 2, 0.01), ("CMYK", 2, 0.01), ("P", 0, 0), ("1", 0, 0), ("RGBA", 25, 0.01), ("LA", 25, 0.01)],
+    [
+        ("RGB", 2, 0.01),
+        ("L", 2, 0.01),
+        ("CMYK", 2, 0.01),
+        ("P", 0, 0),
+        ("1", 0, 0),
+        ("RGBA", 25, 0.01),
+        ("LA", 25, 0.01),
+    ],
 )
 def test_torchvision_backend_tolerance_per_mode(mode, max_levels, max_fraction):
     pil, fast = XGenMMImageProcessorPil(), XGenMMImageProcessor()
     for width, height in [(640, 480), (300, 1000), (50, 50), (1500, 200)]:
         image = synthetic_image(mode, width, height)
-        difference = (pil(image, return_tensors="pt")["pixel_values"] - fast(image, return_tensors="pt")["pixel_values"]).abs()
+        difference = (
+            pil(image, return_tensors="pt")["pixel_values"] - fast(image, return_tensors="pt")["pixel_values"]
+        ).abs()
         assert difference.max() <= max_levels * LEVEL + 1e-5, (width, height, difference.max().item() / LEVEL)
         assert (difference > 1e-5).float().mean() <= max_fraction, (width, height)
 
@@ -151,7 +162,9 @@ def test_float_arrays_are_refused_with_their_dtype():
 
 def test_empty_image_raises():
     for backend in BACKENDS:
-        with pytest.raises(ValueError, match=r"image 1 is empty \(0x0 pixels, width x height\); expected at least 1x1"):
+        with pytest.raises(
+            ValueError, match=r"image 1 is empty \(0x0 pixels, width x height\); expected at least 1x1"
+        ):
             backend()([PIL.Image.new("RGB", (4, 4)), PIL.Image.new("RGB", (0, 0))])
         with pytest.raises(ValueError, match=r"image 0 is empty \(5x0 pixels"):
             backend()(np.zeros((0, 5, 3), np.uint8))

@@ -12,12 +12,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from processing_helpers import RELEASED_SYSTEM_PROMPT, synthetic_image, tiny_processor
+from transformers import AutoProcessor
 
-import modeling_xgenmm
 from conftest import HUB_CONFIGS, REPO_ROOT, TINY_RANDOM
 from modeling_xgenmm import XGenMMConfig, XGenMMModel
-from transformers import AutoProcessor
+from processing_helpers import as_base64, png_bytes, synthetic_image, tiny_processor
 from xgenmm_processing import XGenMMImageProcessor, XGenMMProcessor
 from xgenmm_processing.build_hub_processing import build_processor
 from xgenmm_processing.chat_templates import BASE_CHAT_TEMPLATE, BASE_FEW_SHOT_EXAMPLE, INSTRUCT_CHAT_TEMPLATE
@@ -36,7 +35,11 @@ def processor():
 @pytest.fixture(scope="module")
 def images():
     # (height, width) 30x60, 100x40, 56x56: tiny grids 1x2, 2x1 and 2x1 crops -> 3 views, 24 tokens each.
-    return [synthetic_image("RGB", 60, 30, seed=1), synthetic_image("RGB", 40, 100, seed=2), synthetic_image("P", 56, 56)]
+    return [
+        synthetic_image("RGB", 60, 30, seed=1),
+        synthetic_image("RGB", 40, 100, seed=2),
+        synthetic_image("P", 56, 56),
+    ]
 
 
 def user_turn(*blocks):
@@ -133,13 +136,31 @@ def test_base_template_renders_the_few_shot_format(images):
         {"role": "assistant", "content": " a blue star."},
         user_turn(image_block(images[2]), text_block("A picture of")),
     ]
-    processor = build_processor({"anyres": False, "image_size": 56, "perceiver_config": {"num_latents": 8}}, tiny_processor().tokenizer)
+    processor = build_processor(
+        {"anyres": False, "image_size": 56, "perceiver_config": {"num_latents": 8}}, tiny_processor().tokenizer
+    )
     assert processor.apply_chat_template(conversation) == BASE_FEW_SHOT_EXAMPLE
     out = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
     ids = out["input_ids"][0]
     assert out["pixel_values"].shape == (3, 3, 56, 56)  # base mode: one view per image
     assert (ids == IMAGE_ID).sum() == 3 * 8 and (ids == 994).sum() == 2
     assert processor.decode(ids[ids != IMAGE_ID]).startswith("A picture of a red circle.<|endofchunk|>")
+
+
+def test_image_blocks_accept_an_image_a_path_or_base64(processor, tmp_path):
+    image = synthetic_image("RGB", 70, 45, seed=7)
+    image.save(tmp_path / "image.png")
+    blocks = [
+        {"type": "image", "image": image},
+        {"type": "image", "path": str(tmp_path / "image.png")},
+        {"type": "image", "base64": as_base64(png_bytes(image))},
+    ]
+    out = processor.apply_chat_template(
+        [user_turn(*blocks, text_block("Same?"))], tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    first, second, third = out["pixel_values"].split(3)
+    assert torch.equal(first, second) and torch.equal(first, third)
+    assert out["image_sizes"].tolist() == [[45, 70]] * 3
 
 
 # --- expansion --------------------------------------------------------------------------------------------------
@@ -157,7 +178,9 @@ def test_each_image_marker_becomes_views_times_latents_tokens(processor, images)
 
 
 def test_released_processor_gives_384_to_640_tokens_per_image():
-    processor = build_processor(json.loads((HUB_CONFIGS / INSTRUCT_VARIANTS[0] / "config.json").read_text()), tiny_processor().tokenizer)
+    processor = build_processor(
+        json.loads((HUB_CONFIGS / INSTRUCT_VARIANTS[0] / "config.json").read_text()), tiny_processor().tokenizer
+    )
     sizes = {(384, 384): 384, (480, 640): 640, (1000, 300): 512, (200, 1500): 512, (500, 1000): 384}
     assert {size: processor.num_image_tokens(size) for size in sizes} == sizes
 
@@ -171,7 +194,9 @@ def test_nested_and_flat_images_give_the_same_batch(processor, images):
 
 
 def test_base_demo_placeholder_run_counts_as_one_image(processor, images):
-    demo = processor(images=images[:1], text="<image>" + "<image placeholder>" * 7 + "A picture of", return_tensors="pt")
+    demo = processor(
+        images=images[:1], text="<image>" + "<image placeholder>" * 7 + "A picture of", return_tensors="pt"
+    )
     plain = processor(images=images[:1], text="<image>A picture of", return_tensors="pt")
     assert torch.equal(demo["input_ids"], plain["input_ids"])
     assert 993 not in demo["input_ids"].tolist()[0]
@@ -188,10 +213,14 @@ def test_text_only_works_without_pixel_values(processor):
 def test_padding_is_left_by_default_and_right_on_request(processor, images):
     text = ["<image> a short one", "<image> a somewhat longer second sample"]
     left = processor(images=[[images[0]], [images[1]]], text=text, padding=True, return_tensors="pt")
-    right = processor(images=[[images[0]], [images[1]]], text=text, padding=True, padding_side="right", return_tensors="pt")
+    right = processor(
+        images=[[images[0]], [images[1]]], text=text, padding=True, padding_side="right", return_tensors="pt"
+    )
     pad = processor.tokenizer.pad_token_id
     assert left["input_ids"][0, 0] == pad and left["attention_mask"][0, 0] == 0 and left["attention_mask"][0, -1] == 1
-    assert right["input_ids"][0, -1] == pad and right["attention_mask"][0, 0] == 1 and right["attention_mask"][0, -1] == 0
+    assert (
+        right["input_ids"][0, -1] == pad and right["attention_mask"][0, 0] == 1 and right["attention_mask"][0, -1] == 0
+    )
 
 
 def test_post_process_returns_only_the_answer(processor):
@@ -217,7 +246,9 @@ sizes = st.tuples(st.integers(1, 400), st.integers(1, 400))
 grids = st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=5)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(image_sizes=st.lists(sizes, min_size=1, max_size=3), grid_shapes=grids, anyres=st.booleans())
 def test_image_tokens_match_the_model_feature_rows(tiny_model, image_sizes, grid_shapes, anyres):
     config = tiny_model.config
@@ -287,9 +318,12 @@ def test_hub_configs_carry_processing_files_consistent_with_the_model_config():
         template = (folder / "chat_template.jinja").read_text()
         assert template == (INSTRUCT_CHAT_TEMPLATE if config["anyres"] else BASE_CHAT_TEMPLATE), variant
         assert not (folder / "tokenizer.json").exists() or variant == "tiny-random"
-    assert json.loads((HUB_CONFIGS / "xgen-mm-phi3-mini-base-r-v1.5" / "processor_config.json").read_text())[
-        "image_processor"
-    ]["anyres"] is False
+    assert (
+        json.loads((HUB_CONFIGS / "xgen-mm-phi3-mini-base-r-v1.5" / "processor_config.json").read_text())[
+            "image_processor"
+        ]["anyres"]
+        is False
+    )
 
 
 def test_auto_processor_loads_the_registered_classes():
@@ -304,7 +338,7 @@ FRESH_PROCESS = textwrap.dedent(
     """
     import sys
     # Nothing of this project may be importable: drop its editable-install finder and any path into the repository.
-    sys.meta_path[:] = [finder for finder in sys.meta_path if not getattr(finder, "__module__", "").startswith("__editable__")]
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
     sys.path[:] = [entry for entry in sys.path if not entry.startswith(sys.argv[1])]
     for name in ("modeling_xgenmm", "xgenmm_processing"):
         try:
@@ -320,7 +354,9 @@ FRESH_PROCESS = textwrap.dedent(
         {"type": "image", "path": sys.argv[3]}, {"type": "image", "path": sys.argv[4]},
         {"type": "text", "text": "Which one has more red?"},
     ]}]
-    out = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    out = processor.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
     torch.save({key: out[key] for key in ("input_ids", "pixel_values", "image_sizes")}, sys.argv[5])
     """
 )
@@ -338,12 +374,24 @@ def test_saved_folder_loads_with_remote_code_in_a_fresh_process_without_this_pac
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     completed = subprocess.run(
         [sys.executable, "-I", "-c", FRESH_PROCESS, str(REPO_ROOT), str(folder), *paths, str(result)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     fresh = torch.load(result)
-    conversation = [user_turn({"type": "image", "path": paths[0]}, {"type": "image", "path": paths[1]}, text_block("Which one has more red?"))]
-    here = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    conversation = [
+        user_turn(
+            {"type": "image", "path": paths[0]},
+            {"type": "image", "path": paths[1]},
+            text_block("Which one has more red?"),
+        )
+    ]
+    here = processor.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
     assert torch.equal(fresh["input_ids"], here["input_ids"])
     assert torch.equal(fresh["pixel_values"], here["pixel_values"])
     assert fresh["image_sizes"].tolist() == [[40, 90], [120, 33]]

@@ -4,10 +4,10 @@ and gain the three image tokens."""
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
 import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
 from conftest import TINY_RANDOM, original_fixtures_dir
-from transformers import AutoTokenizer
 from xgenmm_processing import XGenMMTokenizer
 from xgenmm_processing.build_hub_processing import PHI3_ADDED_TOKENS, build_tiny_tokenizer
 
@@ -38,7 +38,14 @@ def test_tiny_tokenizer_has_the_released_layout_of_the_token_map(tokenizer):
 
 
 def test_layout_of_the_byte_and_learned_ranges(tokenizer):
-    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 13, 258]) == ["<unk>", "<s>", "</s>", "<0x00>", "<0x0A>", "<0xFF>"]
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 13, 258]) == [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<0x00>",
+        "<0x0A>",
+        "<0xFF>",
+    ]
     assert tokenizer.convert_ids_to_tokens(list(range(980, 992))) == PHI3_ADDED_TOKENS
     learned = tokenizer.convert_ids_to_tokens(list(range(259, 980)))
     assert not any(token.startswith("<0x") for token in learned)
@@ -119,7 +126,10 @@ def write_original_phi3_folder(folder, tokenizer):
     data["added_tokens"] = [token for token in data["added_tokens"] if token["id"] < 992]
     data["normalizer"] = {
         "type": "Sequence",
-        "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}],
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
     }
     data["pre_tokenizer"] = None
     data["post_processor"] = {
@@ -129,7 +139,9 @@ def write_original_phi3_folder(folder, tokenizer):
         "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}},
     }
     (folder / "tokenizer.json").write_text(json.dumps(data))
-    added = {str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in data["added_tokens"]}
+    added = {
+        str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in data["added_tokens"]
+    }
     config = {
         "tokenizer_class": "LlamaTokenizer",
         "add_bos_token": True,
