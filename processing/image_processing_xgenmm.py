@@ -27,15 +27,13 @@ from transformers.image_utils import (
     load_image,
 )
 from transformers.processing_utils import ImagesKwargs, Unpack
-from transformers.utils import TensorType, is_torchvision_available, logging
+from transformers.utils import TensorType, is_torchvision_available
 
 
 if is_torchvision_available():
     from torchvision.transforms.v2 import functional as tvF
     from transformers.image_utils import pil_torch_interpolation_mapping
 
-
-logger = logging.get_logger(__name__)
 
 # Released any-resolution grids as (height, width), in the released order: the first of equally good grids wins.
 XGENMM_GRID_PINPOINTS = [[768, 384], [384, 768], [768, 768], [384, 1152], [1152, 384]]

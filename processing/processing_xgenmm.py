@@ -12,10 +12,6 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import ImageInput, make_flat_list_of_images
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
-from transformers.utils import logging
-
-
-logger = logging.get_logger(__name__)
 
 
 class XGenMMProcessor(ProcessorMixin):

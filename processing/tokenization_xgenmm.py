@@ -5,10 +5,6 @@ This file is copied verbatim into every Hub folder, so it imports only `transfor
 """
 
 from transformers import LlamaTokenizer
-from transformers.utils import logging
-
-
-logger = logging.get_logger(__name__)
 
 
 class XGenMMTokenizer(LlamaTokenizer):

@@ -224,7 +224,7 @@ def test_decompression_bombs_are_refused_from_the_header(tmp_path):
             start = time.perf_counter()
             with pytest.raises(ValueError, match=r"larger than PIL.Image.MAX_IMAGE_PIXELS = 89478485 pixels"):
                 backend()(str(tmp_path / f"bomb{side}.png"))
-            assert time.perf_counter() - start < 1.0
+            assert time.perf_counter() - start < 5.0  # refused from the header, nothing decoded
 
 
 def test_pil_images_above_the_pixel_limit_are_refused_before_decoding(monkeypatch):
