@@ -294,6 +294,27 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
             data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors
         )
 
+    def rescale_and_normalize(
+        self,
+        images: "torch.Tensor",
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: tuple[float, ...],
+        image_std: tuple[float, ...],
+    ) -> "torch.Tensor":
+        if images.device.type != "cpu" or images.dtype != torch.uint8 or not do_normalize:
+            return super().rescale_and_normalize(
+                images, do_rescale, rescale_factor, do_normalize, image_mean, image_std
+            )
+        # On CPU numpy casts uint8 to float32 about four times faster than torch, and the cast dominated the run time;
+        # rescaling is then folded into the normalisation, which runs in place, as the library does.
+        if do_rescale:
+            image_mean = [mean / rescale_factor for mean in image_mean]
+            image_std = [std / rescale_factor for std in image_std]
+        images = torch.from_numpy(images.numpy().astype(np.float32))
+        return self.normalize(images, image_mean, image_std, inplace=True)
+
     @staticmethod
     def _image_to_tensor(
         image: "PIL.Image.Image", resample: PILImageResampling, device: "torch.device | str | None"
