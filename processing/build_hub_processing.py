@@ -8,6 +8,8 @@ tokens at 980..991 (`<|endoftext|>` ... `<|user|>`, `<pad>`) and xGen-MM's `<ima
 `<|endofchunk|>` at 992..994. The released variants get `processor_config.json` and `chat_template.jinja` only.
 
     python -m xgenmm_processing.build_hub_processing [hub_configs folder]
+
+Run it as above, in a process that has not imported `modeling_xgenmm` (whose registration would add `auto_map`).
 """
 
 import itertools
@@ -18,8 +20,6 @@ import tempfile
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
-
-from modeling_xgenmm.registration import register_auto_classes
 
 from .chat_templates import BASE_CHAT_TEMPLATE, INSTRUCT_CHAT_TEMPLATE
 from .image_processing_xgenmm import XGenMMImageProcessor
@@ -133,8 +133,9 @@ def build_processor(config: dict, tokenizer: XGenMMTokenizer) -> XGenMMProcessor
 
 
 def write_hub_processing_files(hub_configs: Path) -> None:
-    """Saves each variant's processor and keeps its configuration files (the code is copied at release time)."""
-    register_auto_classes()  # so the saved configs carry the `auto_map` a Hub folder needs
+    """Saves each variant's processor and keeps its configuration files. Like the `config.json` files there, they
+    carry no `auto_map`: `save_pretrained` with the registered classes adds it, with the code, when a folder is
+    released."""
     tokenizer = build_tiny_tokenizer()
     for folder in sorted(path for path in hub_configs.iterdir() if (path / "config.json").is_file()):
         config = json.loads((folder / "config.json").read_text())

@@ -116,6 +116,8 @@ def tiny_processor(backend: str = "torchvision", **image_kwargs):
     """The `hub_configs/tiny-random` processor (56-px views, 8 latents per view) with the given image backend."""
     from transformers import AutoImageProcessor, AutoProcessor
 
+    import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
+
     processor = AutoProcessor.from_pretrained(TINY_RANDOM)
     processor.image_processor = AutoImageProcessor.from_pretrained(TINY_RANDOM, backend=backend, **image_kwargs)
     return processor
