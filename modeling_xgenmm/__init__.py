@@ -1,6 +1,8 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes."""
 
+from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
+
 from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig
 from .modeling_xgenmm import (
     XGenMMForConditionalGeneration,
@@ -16,8 +18,12 @@ register_auto_classes()
 __all__ = [
     "XGenMMConfig",
     "XGenMMForConditionalGeneration",
+    "XGenMMImageProcessor",
+    "XGenMMImageProcessorPil",
     "XGenMMModel",
     "XGenMMPerceiverConfig",
     "XGenMMPerceiverResampler",
     "XGenMMPreTrainedModel",
+    "XGenMMProcessor",
+    "XGenMMTokenizer",
 ]

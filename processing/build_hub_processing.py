@@ -1,0 +1,153 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""Writes the processing files of every folder in `hub_configs/` (not a Hub file itself).
+
+The Phi-3 vocabulary cannot be downloaded here, so `tiny-random` gets a tiny tokenizer with the same layout scaled
+down (`/work/shared/fixtures/official_tiny/token_map.json`): 995 ids, `<unk>` 0, `<s>` 1, `</s>` 2, the byte-fallback
+tokens `<0x00>`..`<0xFF>` at 3..258, BPE pieces learned from a small English corpus up to 979, then Phi-3's added
+tokens at 980..991 (`<|endoftext|>` ... `<|user|>`, `<pad>`) and xGen-MM's `<image>`, `<image placeholder>`,
+`<|endofchunk|>` at 992..994. The released variants get `processor_config.json` and `chat_template.jinja` only.
+
+    python -m xgenmm_processing.build_hub_processing [hub_configs folder]
+
+Run it as above, in a process that has not imported `modeling_xgenmm` (whose registration would add `auto_map`).
+"""
+
+import itertools
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+
+from .chat_templates import BASE_CHAT_TEMPLATE, INSTRUCT_CHAT_TEMPLATE
+from .image_processing_xgenmm import XGenMMImageProcessor
+from .processing_xgenmm import XGenMMProcessor
+from .tokenization_xgenmm import XGenMMTokenizer
+
+
+TINY_LEARNED_VOCAB_END = 980
+# Phi-3's added tokens after its 32000-piece sentencepiece vocabulary, in id order (ids 32000..32011 for real).
+PHI3_ADDED_TOKENS = [
+    "<|endoftext|>",
+    "<|assistant|>",
+    "<|placeholder1|>",
+    "<|placeholder2|>",
+    "<|placeholder3|>",
+    "<|placeholder4|>",
+    "<|system|>",
+    "<|end|>",
+    "<|placeholder5|>",
+    "<|placeholder6|>",
+    "<|user|>",
+    "<pad>",
+]
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black", "gray"]
+SHAPES = ["circle", "square", "triangle", "star", "cross", "heart", "diamond", "rectangle", "hexagon", "line", "dot"]
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+PLACES = ["left", "right", "top", "bottom", "center", "middle"]
+RELATIONS = ["above", "below", "next to", "left of", "right of", "inside", "near"]
+OBJECTS = ["ball", "box", "cup", "book", "chair", "table", "window", "door", "tree", "flower", "car", "house", "cat",
+           "dog", "bird", "person", "road", "sky", "cloud", "grass", "water", "wall", "floor", "light"]  # fmt: skip
+VERBS = ["see", "look", "find", "count", "draw", "move", "touch", "hold", "show", "point", "compare", "describe",
+         "explain", "answer", "think", "know", "help", "tell", "read", "write"]  # fmt: skip
+ADJECTIVES = ["bright", "dark", "round", "sharp", "empty", "full", "striped", "dotted", "solid", "shiny", "plain",
+              "narrow", "wide", "tall", "short", "thin", "thick", "smooth", "rough", "small", "large"]  # fmt: skip
+CHAT_PHRASES = [
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the user's questions.",
+    "Describe the image in detail. Answer the question using a single word or phrase.",
+    "A short description of this image in one sentence: A picture of shapes.",
+    "What is shown in this image? Why? Which one? Who, when, how? Count the objects.",
+    "Sure! Here is a description of the image. Thank you, that is correct. I do not know.",
+    "Yes. No. Maybe. The answer is yes. The answer is no. Please compare the two images.",
+    "0 1 2 3 4 5 6 7 8 9 10 12 25 100 3.5 1/2 - : ; , . ! ? ' \" ( ) [ ] + = % # @ & *",
+    "The quick brown fox jumps over the lazy dog. THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG.",
+]
+
+
+def toy_world_corpus() -> list[str]:
+    """English sentences about a toy world of coloured shapes, plus generic chat phrases (deterministic)."""
+    lines = list(CHAT_PHRASES)
+    for color, shape in itertools.product(COLORS, SHAPES):
+        lines.append(f"There is a {color} {shape} in the image.")
+        lines.append(f"What color is the {shape}? The {shape} is {color}.")
+        lines.append(f"Is the {shape} {color}? Yes, it is {color}.")
+    for (digit, number), shape in itertools.product(enumerate(NUMBERS), SHAPES):
+        lines.append(f"How many {shape}s are there? There are {number} {shape}s ({digit}).")
+    for place, shape, color in itertools.product(PLACES, SHAPES, COLORS[:4]):
+        lines.append(f"Where is the {color} {shape}? It is at the {place} of the picture.")
+    for relation, (first, second) in itertools.product(RELATIONS, itertools.combinations(SHAPES[:6], 2)):
+        lines.append(f"Is the {first} {relation} the {second}? No, the {second} is {relation} the {first}.")
+    for obj, adjective, verb in zip(itertools.cycle(OBJECTS), ADJECTIVES * 4, itertools.cycle(VERBS)):
+        lines.append(f"Can you {verb} the {adjective} {obj}? I can {verb} a {adjective} {obj} near the {obj}s.")
+    for verb in VERBS:
+        lines.append(f"Please {verb} what you {verb}. I would like to {verb} it, thanks for helping me.")
+    return lines
+
+
+def build_tiny_tokenizer() -> XGenMMTokenizer:
+    """The 995-id tokenizer of `tiny-random`, with the layout of the released Phi-3 + xGen-MM vocabulary."""
+    byte_tokens = [f"<0x{byte:02X}>" for byte in range(256)]
+    # Words are learned one by one (as sentencepiece does), so no piece spans a word boundary; characters outside
+    # the corpus, "\n" included, fall back to bytes as in Phi-3.
+    trainer_tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_LEARNED_VOCAB_END,
+        special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
+        min_frequency=1,
+        show_progress=False,
+    )
+    trainer_tokenizer.train_from_iterator(toy_world_corpus(), trainer)
+    learned = json.loads(trainer_tokenizer.to_str())["model"]
+    if len(learned["vocab"]) != TINY_LEARNED_VOCAB_END:
+        raise RuntimeError(f"the corpus yields {len(learned['vocab'])} pieces, {TINY_LEARNED_VOCAB_END} are needed")
+    added = PHI3_ADDED_TOKENS + ["<image>", "<image placeholder>", "<|endofchunk|>"]
+    return XGenMMTokenizer(
+        vocab=learned["vocab"],
+        merges=[tuple(merge) for merge in learned["merges"]],
+        added_tokens_decoder={
+            TINY_LEARNED_VOCAB_END + offset: AddedToken(token, special=True, normalized=False)
+            for offset, token in enumerate(added)
+        },
+    )
+
+
+def build_processor(config: dict, tokenizer: XGenMMTokenizer) -> XGenMMProcessor:
+    """The processor a variant's `config.json` implies (grids, view size, latents per view, chat format)."""
+    image_size = config.get("image_size", 384)
+    image_processor = XGenMMImageProcessor(
+        anyres=config.get("anyres", True),
+        image_grid_pinpoints=config.get("image_grid_pinpoints"),
+        size={"height": image_size, "width": image_size},
+    )
+    return XGenMMProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=INSTRUCT_CHAT_TEMPLATE if config.get("anyres", True) else BASE_CHAT_TEMPLATE,
+        image_seq_length=config.get("perceiver_config", {}).get("num_latents", 128),
+    )
+
+
+def write_hub_processing_files(hub_configs: Path) -> None:
+    """Saves each variant's processor and keeps its configuration files. Like the `config.json` files there, they
+    carry no `auto_map`: `save_pretrained` with the registered classes adds it, with the code, when a folder is
+    released."""
+    tokenizer = build_tiny_tokenizer()
+    for folder in sorted(path for path in hub_configs.iterdir() if (path / "config.json").is_file()):
+        config = json.loads((folder / "config.json").read_text())
+        processor = build_processor(config, tokenizer)
+        keep = ["processor_config.json", "chat_template.jinja"]
+        if folder.name == "tiny-random":
+            keep += ["tokenizer.json", "tokenizer_config.json"]
+        with tempfile.TemporaryDirectory() as saved:
+            processor.save_pretrained(saved)
+            for name in keep:
+                shutil.copyfile(Path(saved) / name, folder / name)
+
+
+if __name__ == "__main__":
+    write_hub_processing_files(Path(sys.argv[1] if len(sys.argv) > 1 else "hub_configs"))

@@ -1,0 +1,263 @@
+"""XGenMMImageProcessorPil reproduces the released image processor exactly; XGenMMImageProcessor stays within its
+documented tolerance of it; bad images fail with clear messages."""
+
+import json
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from conftest import TINY_RANDOM, original_fixtures_dir
+from processing_helpers import (
+    as_base64,
+    fixture_float,
+    fixture_pixels,
+    original_views,
+    png_bytes,
+    png_with_header_size,
+    released_grids_hw,
+    synthetic_image,
+)
+from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil
+
+
+LEVEL = 2 / 255  # one uint8 level of a view, in normalised pixel values
+BACKENDS = [XGenMMImageProcessorPil, XGenMMImageProcessor]
+
+
+@pytest.fixture(scope="module")
+def released():
+    fixtures_dir = original_fixtures_dir()
+    index = json.loads((fixtures_dir / "image_processing" / "index.json").read_text())
+    images = {key: PIL.Image.open(fixtures_dir / entry["file"]) for key, entry in index["images"].items()}
+    return index["images"], images, fixture_pixels(fixtures_dir), released_grids_hw(fixtures_dir)
+
+
+def test_pil_backend_reproduces_released_processor_on_every_fixture_image(released):
+    entries, images, pixels, grids = released
+    anyres = XGenMMImageProcessorPil(image_grid_pinpoints=grids)
+    base = XGenMMImageProcessorPil(anyres=False)
+    for key, entry in entries.items():
+        width, height = entry["size_wh"]
+        out = anyres(images[key], return_tensors="pt")
+        assert list(out["pixel_values"].shape) == entry["anyres"]["shape"], key
+        assert torch.equal(out["image_sizes"], torch.tensor([[height, width]])), key
+        assert (out["pixel_values"] - fixture_float(pixels[entry["anyres"]["tensor"]])).abs().max() <= 1e-6, key
+        base_view = base(images[key], return_tensors="pt")["pixel_values"]
+        assert base_view.shape == (1, 3, 384, 384), key
+        assert (base_view[0] - fixture_float(pixels[entry["base"]["tensor"]])).abs().max() <= 1e-6, key
+        if "anyres_rgbfirst" in entry:  # what the released drivers fed: the image converted to RGB first
+            rgb_views = anyres(images[key].convert("RGB"), return_tensors="pt")["pixel_values"]
+            assert (rgb_views - fixture_float(pixels[entry["anyres_rgbfirst"]["tensor"]])).abs().max() <= 1e-6, key
+
+
+def test_torchvision_backend_within_four_levels_of_released_processor(released):
+    entries, images, pixels, grids = released
+    processor = XGenMMImageProcessor(image_grid_pinpoints=grids)
+    worst = {}
+    for key, entry in entries.items():
+        difference = (
+            processor(images[key], return_tensors="pt")["pixel_values"]
+            - fixture_float(pixels[entry["anyres"]["tensor"]])
+        ).abs()
+        worst[images[key].mode] = max(worst.get(images[key].mode, 0), difference.max().item() / LEVEL)
+        assert (difference > 1e-6).float().mean() < 0.003, key
+    assert worst["RGBA"] <= 4 + 1e-3 and worst["RGB"] <= 2 + 1e-3 and worst["L"] <= 1 + 1e-3, worst
+    assert worst["P"] < 1e-3, worst
+
+
+@pytest.mark.parametrize(
+    "mode, max_levels, max_fraction",
+    [
+        ("RGB", 2, 0.01),
+        ("L", 2, 0.01),
+        ("CMYK", 2, 0.01),
+        ("P", 0, 0),
+        ("1", 0, 0),
+        ("RGBA", 25, 0.01),
+        ("LA", 25, 0.01),
+    ],
+)
+def test_torchvision_backend_tolerance_per_mode(mode, max_levels, max_fraction):
+    pil, fast = XGenMMImageProcessorPil(), XGenMMImageProcessor()
+    for width, height in [(640, 480), (300, 1000), (50, 50), (1500, 200)]:
+        image = synthetic_image(mode, width, height)
+        difference = (
+            pil(image, return_tensors="pt")["pixel_values"] - fast(image, return_tensors="pt")["pixel_values"]
+        ).abs()
+        assert difference.max() <= max_levels * LEVEL + 1e-5, (width, height, difference.max().item() / LEVEL)
+        assert (difference > 1e-5).float().mean() <= max_fraction, (width, height)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "I;16", "CMYK", "1"])
+def test_pil_backend_follows_released_pipeline_in_every_mode(mode):
+    image = synthetic_image(mode, 300, 170, seed=3)
+    assert image.mode == mode
+    grids_wh = [[width, height] for height, width in XGenMMImageProcessorPil.image_grid_pinpoints]
+    expected = fixture_float(torch.from_numpy(original_views(image, grids_wh, 384)))
+    out = XGenMMImageProcessorPil()(image, return_tensors="pt")["pixel_values"]
+    assert out.shape == (3, 3, 384, 384)  # 300x170 fits 768 wide x 384 high best: 2 crops + the global view
+    assert (out - expected).abs().max() <= 1e-6
+
+
+def test_non_rgb_modes_give_rgb_values():
+    # Pillow's conversions: CMYK cyan -> (0, 255, 255); 1-bit white -> white; I;16 above 255 clips to 255.
+    cyan = PIL.Image.new("CMYK", (20, 10), (255, 0, 0, 0))
+    white = PIL.Image.new("1", (20, 10), 1)
+    bright = PIL.Image.fromarray(np.full((10, 20), 1000, np.uint16))
+    for backend in BACKENDS:
+        processor = backend(anyres=False, size={"height": 16, "width": 16})
+        cyan_view, white_view, bright_view = processor([cyan, white, bright], return_tensors="pt")["pixel_values"]
+        assert torch.equal(cyan_view[:, 8, 8], torch.tensor([-1.0, 1.0, 1.0]))
+        assert torch.equal(white_view, torch.ones(3, 16, 16))
+        assert torch.equal(bright_view, torch.ones(3, 16, 16))
+
+
+def test_base_mode_is_one_squash_resized_view_of_configurable_size():
+    images = [synthetic_image("RGB", 90, 30), synthetic_image("RGB", 20, 70)]
+    for backend in BACKENDS:
+        out = backend(anyres=False, size={"height": 56, "width": 56})(images, return_tensors="pt")
+        assert out["pixel_values"].shape == (2, 3, 56, 56)
+        assert out["image_sizes"].tolist() == [[30, 90], [70, 20]]
+    expected = fixture_float(torch.from_numpy(original_views(images[0], None, 56)))
+    out = XGenMMImageProcessorPil(anyres=False, size={"height": 56, "width": 56})(images[0], return_tensors="pt")
+    assert (out["pixel_values"] - expected).abs().max() <= 1e-6
+
+
+def test_views_are_flat_image_after_image_global_view_first():
+    # tiny-random grids (height, width) [[112, 56], [56, 112], [112, 112], [56, 168], [168, 56]], 56-px views:
+    # 30x60 (h x w) -> 56x112 (1x2 crops), 100x40 -> 112x56 (2x1), 56x56 -> 112x56 (first of the tied grids).
+    images = [synthetic_image("RGB", 60, 30, seed=1), synthetic_image("RGB", 40, 100, seed=2)]
+    processor = XGenMMImageProcessorPil.from_pretrained(TINY_RANDOM)
+    out = processor(images, return_tensors="pt")
+    assert out["pixel_values"].shape == (6, 3, 56, 56)
+    assert [processor.get_num_image_views(size) for size in [(30, 60), (100, 40), (56, 56)]] == [3, 3, 3]
+    grids_wh = [[width, height] for height, width in processor.image_grid_pinpoints]
+    expected = np.concatenate([original_views(image, grids_wh, 56) for image in images])
+    assert (out["pixel_values"] - fixture_float(torch.from_numpy(expected))).abs().max() <= 1e-6
+
+
+def test_uint8_arrays_and_tensors_are_the_pil_images_of_their_pixels():
+    image = synthetic_image("RGB", 70, 40)
+    pixels = np.asarray(image)
+    gray = image.convert("L")
+    for backend in BACKENDS:
+        processor = backend.from_pretrained(TINY_RANDOM)
+        expected = processor(image, return_tensors="pt")["pixel_values"]
+        for array in (pixels, pixels.transpose(2, 0, 1), torch.from_numpy(pixels.copy()).permute(2, 0, 1)):
+            assert torch.equal(processor(array, return_tensors="pt")["pixel_values"], expected)
+        assert torch.equal(
+            processor(np.asarray(gray)[..., None], return_tensors="pt")["pixel_values"],
+            processor(gray, return_tensors="pt")["pixel_values"],
+        )
+
+
+def test_float_arrays_are_refused_with_their_dtype():
+    for backend in BACKENDS:
+        with pytest.raises(TypeError, match=r"image 0 is an array of dtype float32; expected uint8 pixels"):
+            backend()(np.zeros((8, 8, 3), np.float32))
+
+
+def test_empty_image_raises():
+    for backend in BACKENDS:
+        with pytest.raises(
+            ValueError, match=r"image 1 is empty \(0x0 pixels, width x height\); expected at least 1x1"
+        ):
+            backend()([PIL.Image.new("RGB", (4, 4)), PIL.Image.new("RGB", (0, 0))])
+        with pytest.raises(ValueError, match=r"image 0 is empty \(5x0 pixels"):
+            backend()(np.zeros((0, 5, 3), np.uint8))
+
+
+def test_one_pixel_image_works():
+    # 1x1 fits every grid equally (one effective pixel); the smallest waste, first in order, is 768 high x 384 wide.
+    image = PIL.Image.new("RGB", (1, 1), (255, 0, 0))
+    for backend in BACKENDS:
+        out = backend()(image, return_tensors="pt")
+        assert out["pixel_values"].shape == (3, 3, 384, 384)
+        assert torch.equal(out["pixel_values"][0, :, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+        # Resized to 384x384 and centred in 768x384: the top crop is red from row 192, the bottom one up to row 191.
+        assert torch.equal(out["pixel_values"][1, :, 191, 7], torch.tensor([-1.0, -1.0, -1.0]))
+        assert torch.equal(out["pixel_values"][1, :, 192, 7], torch.tensor([1.0, -1.0, -1.0]))
+        assert torch.equal(out["pixel_values"][2, :, 191, 7], torch.tensor([1.0, -1.0, -1.0]))
+        assert torch.equal(out["pixel_values"][2, :, 192, 7], torch.tensor([-1.0, -1.0, -1.0]))
+
+
+@pytest.mark.parametrize("width, height", [(10000, 1), (1, 10000)])
+def test_extremely_thin_images_work(width, height):
+    # Fitted into any grid they keep no whole pixel across, so all grids tie at zero effective pixels and the one with
+    # the least waste, 768 high x 384 wide, wins (the model computes the same grid from image_sizes).
+    image = synthetic_image("RGB", width, height, seed=4)
+    grids_wh = [[grid_width, grid_height] for grid_height, grid_width in XGenMMImageProcessorPil.image_grid_pinpoints]
+    expected = fixture_float(torch.from_numpy(original_views(image, grids_wh, 384)))
+    for backend in BACKENDS:
+        out = backend()(image, return_tensors="pt")
+        assert out["pixel_values"].shape == (3, 3, 384, 384)
+        assert out["image_sizes"].tolist() == [[height, width]]
+        assert (out["pixel_values"] - expected).abs().max() <= 2 * LEVEL + 1e-5
+        assert backend(anyres=False)(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 384, 384)
+
+
+def test_corrupt_files_raise(tmp_path):
+    truncated = png_bytes(synthetic_image("RGB", 64, 64))[:300]
+    (tmp_path / "truncated.png").write_bytes(truncated)
+    (tmp_path / "random.png").write_bytes(np.random.default_rng(0).integers(0, 256, 512, np.uint8).tobytes())
+    for backend in BACKENDS:
+        processor = backend()
+        with pytest.raises(ValueError, match=r"truncated.png' could not be decoded: image file is truncated"):
+            processor(str(tmp_path / "truncated.png"))
+        with pytest.raises(ValueError, match=r"random.png' could not be decoded: cannot identify image file"):
+            processor(str(tmp_path / "random.png"))
+        with pytest.raises(ValueError, match=r"image 0 could not be decoded \(truncated or corrupt file\)"):
+            processor(PIL.Image.open(tmp_path / "truncated.png"))
+        with pytest.raises(ValueError, match=r"could not be decoded: image file is truncated"):
+            processor(as_base64(truncated))
+
+
+def test_decompression_bombs_are_refused_from_the_header(tmp_path):
+    # 10000 x 10000 is between Pillow's warning (MAX_IMAGE_PIXELS) and error (2x) thresholds; 10^10 is above both.
+    for side in (10000, 100000):
+        (tmp_path / f"bomb{side}.png").write_bytes(png_with_header_size(side, side))
+    for backend in BACKENDS:
+        for side in (10000, 100000):
+            start = time.perf_counter()
+            with pytest.raises(ValueError, match=r"larger than PIL.Image.MAX_IMAGE_PIXELS = 89478485 pixels"):
+                backend()(str(tmp_path / f"bomb{side}.png"))
+            assert time.perf_counter() - start < 5.0  # refused from the header, nothing decoded
+
+
+def test_pil_images_above_the_pixel_limit_are_refused_before_decoding(monkeypatch):
+    image = PIL.Image.open(__import__("io").BytesIO(png_bytes(synthetic_image("RGB", 40, 30))))
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)
+    for backend in BACKENDS:
+        with pytest.raises(
+            ValueError, match=r"image 0 \(40x30 = 1200 pixels\) is larger than PIL.Image.MAX_IMAGE_PIXELS = 1000"
+        ):
+            backend()(image)
+
+
+def test_unsupported_input_type_raises():
+    for backend in BACKENDS:
+        with pytest.raises(TypeError, match=r"images must be PIL images, numpy arrays, torch tensors .* got int"):
+            backend()([3])
+
+
+def test_auto_image_processor_picks_backend_and_saves_both_in_auto_map(tmp_path):
+    from transformers import AutoImageProcessor
+
+    import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
+
+    assert type(AutoImageProcessor.from_pretrained(TINY_RANDOM, backend="pil")) is XGenMMImageProcessorPil
+    fast = AutoImageProcessor.from_pretrained(TINY_RANDOM, backend="torchvision")
+    assert type(fast) is XGenMMImageProcessor
+    assert fast.size.height == 56 and fast.image_grid_pinpoints[0] == [112, 56] and fast.anyres is True
+    fast.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved["auto_map"]["AutoImageProcessor"] == {
+        "pil": "image_processing_xgenmm.XGenMMImageProcessorPil",
+        "torchvision": "image_processing_xgenmm.XGenMMImageProcessor",
+    }
+    assert (tmp_path / "image_processing_xgenmm.py").is_file()
+    reloaded = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    assert type(reloaded) is XGenMMImageProcessorPil and reloaded.image_grid_pinpoints == fast.image_grid_pinpoints

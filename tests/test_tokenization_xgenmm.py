@@ -1,0 +1,176 @@
+"""XGenMMTokenizer: the tiny tokenizer mirrors the released id layout; Phi-3 behaviour; original-format folders load
+and gain the three image tokens."""
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
+from conftest import TINY_RANDOM, original_fixtures_dir
+from xgenmm_processing import XGenMMTokenizer
+from xgenmm_processing.build_hub_processing import PHI3_ADDED_TOKENS, build_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(TINY_RANDOM)
+
+
+def test_tiny_tokenizer_has_the_released_layout_of_the_token_map(tokenizer):
+    token_map = json.loads((original_fixtures_dir() / "token_map.json").read_text())
+    assert type(tokenizer) is XGenMMTokenizer and len(tokenizer) == 995
+    for name, expected in token_map.items():
+        if name == "ordinary word ids":
+            first, last = expected
+            ordinary = tokenizer.convert_ids_to_tokens(list(range(first, last)))
+            assert not set(ordinary) & set(tokenizer.all_special_tokens)
+            continue
+        token = name.split(" ")[0] if name.startswith("<s>") else name
+        if name.startswith("\\n"):
+            token = "<0x0A>"
+        if isinstance(expected, list):
+            number = 1 if "1..4" in name else 5
+            tokens = [f"<|placeholder{number + offset}|>" for offset in range(len(expected))]
+            assert tokenizer.convert_tokens_to_ids(tokens) == expected, name
+        else:
+            assert tokenizer.convert_tokens_to_ids(token) == expected, name
+
+
+def test_layout_of_the_byte_and_learned_ranges(tokenizer):
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 13, 258]) == [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<0x00>",
+        "<0x0A>",
+        "<0xFF>",
+    ]
+    assert tokenizer.convert_ids_to_tokens(list(range(980, 992))) == PHI3_ADDED_TOKENS
+    learned = tokenizer.convert_ids_to_tokens(list(range(259, 980)))
+    assert not any(token.startswith("<0x") for token in learned)
+    # The corpus is about coloured shapes: whole words of it are single pieces.
+    assert {"▁red", "▁circle", "▁triangle", "▁image", "▁assistant", "▁yellow"} <= set(learned)
+
+
+def test_builder_reproduces_the_committed_tokenizer(tmp_path):
+    build_tiny_tokenizer().save_pretrained(tmp_path)
+    built, committed = (json.loads((folder / "tokenizer.json").read_text()) for folder in (tmp_path, TINY_RANDOM))
+    assert built["model"]["vocab"] == committed["model"]["vocab"]
+    assert built["model"]["merges"] == committed["model"]["merges"]
+    assert built["added_tokens"] == committed["added_tokens"]
+
+
+def test_special_tokens_and_released_settings(tokenizer):
+    assert (tokenizer.bos_token, tokenizer.bos_token_id) == ("<s>", 1)
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|endoftext|>", 980)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<pad>", 991)
+    assert (tokenizer.unk_token, tokenizer.unk_token_id) == ("<unk>", 0)
+    assert (tokenizer.image_token, tokenizer.image_token_id) == ("<image>", 992)
+    assert (tokenizer.image_placeholder_token, tokenizer.image_placeholder_token_id) == ("<image placeholder>", 993)
+    assert (tokenizer.end_of_chunk_token, tokenizer.end_of_chunk_token_id) == ("<|endofchunk|>", 994)
+    assert tokenizer.padding_side == "left" and tokenizer.model_max_length == 4096
+    assert tokenizer.add_bos_token is False and tokenizer.add_eos_token is False
+
+
+def test_encodes_chat_layout_without_bos_and_with_explicit_newlines(tokenizer):
+    ids = tokenizer("<|user|>\n<image>\nWhat color is the star?<|end|>\n<|assistant|>\n")["input_ids"]
+    assert ids[:5] == [990, 13, 992, 13, tokenizer.convert_tokens_to_ids("W")]
+    assert ids[-4:] == [987, 13, 981, 13]
+    assert tokenizer.convert_ids_to_tokens(ids[6:9]) == ["▁color", "▁is", "▁the"]
+    assert 1 not in ids
+
+
+def test_byte_fallback_round_trips_text_outside_the_vocabulary(tokenizer):
+    text = "Zebra émoji 🙂 naïve\ttab"
+    ids = tokenizer(text)["input_ids"]
+    byte_tokens = ["<0xC3>", "<0xA9>", "<0xF0>", "<0x9F>", "<0x99>", "<0x82>", "<0xAF>", "<0x09>"]
+    assert set(tokenizer.convert_tokens_to_ids(byte_tokens)) <= set(ids)
+    assert 0 not in ids  # never <unk>: every byte has a token
+    assert tokenizer.decode(ids) == text
+
+
+def test_decode_skips_special_tokens(tokenizer):
+    ids = tokenizer("<|assistant|>\nA red star.<|end|>\n<image><|endofchunk|><pad>")["input_ids"]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "\nA red star.\n"
+
+
+def test_save_and_reload_keeps_everything(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["auto_map"]["AutoTokenizer"][0] == "tokenization_xgenmm.XGenMMTokenizer"
+    assert (tmp_path / "tokenization_xgenmm.py").is_file()
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "<|user|>\n<image> <image> Compare them.<|end|>\n"
+    assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert reloaded.image_token_id == 992 and reloaded.padding_side == "left" and len(reloaded) == 995
+
+
+def test_saving_after_a_truncating_call_does_not_save_the_truncation(tokenizer, tmp_path):
+    text = "There is a red circle and a blue star in the image."
+    assert len(tokenizer(text, truncation=True, max_length=4, padding="max_length")["input_ids"]) == 4
+    tokenizer.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert len(tokenizer(text)["input_ids"]) > 4
+
+
+def write_original_phi3_folder(folder, tokenizer):
+    """A tokenizer in the format of the released Phi-3 repositories, built from the tiny vocabulary: legacy
+    sentencepiece `tokenizer.json` (normalizer prepends "▁", BOS post-processor), `tokenizer_class` LlamaTokenizer,
+    Phi-3's added tokens and no image tokens."""
+    folder.mkdir()
+    tokenizer.save_pretrained(folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["added_tokens"] = [token for token in data["added_tokens"] if token["id"] < 992]
+    data["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
+    }
+    data["pre_tokenizer"] = None
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}},
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    added = {
+        str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in data["added_tokens"]
+    }
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": "<s>",
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "legacy": False,
+        "model_max_length": 4096,
+        "padding_side": "left",
+        "added_tokens_decoder": added,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    for name in ("chat_template.jinja", "tokenization_xgenmm.py"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def test_loads_an_original_phi3_folder_and_appends_the_image_tokens(tokenizer, tmp_path):
+    folder = tmp_path / "phi3"
+    write_original_phi3_folder(folder, tokenizer)
+    original = AutoTokenizer.from_pretrained(folder)
+    assert type(original).__name__ == "LlamaTokenizer" and len(original) == 992
+    assert original.convert_tokens_to_ids("<image>") == 0  # unknown there
+
+    loaded = XGenMMTokenizer.from_pretrained(folder)
+    assert len(loaded) == 995
+    assert loaded.convert_tokens_to_ids(["<image>", "<image placeholder>", "<|endofchunk|>"]) == [992, 993, 994]
+    assert (loaded.image_token_id, loaded.end_of_chunk_token_id) == (992, 994)
+    assert loaded.convert_tokens_to_ids(["<|end|>", "<|user|>", "<pad>"]) == [987, 990, 991]
+    text = "<|user|>\n<image>\nHow many red circles are there?<|end|>\n<|assistant|>\n"
+    assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]  # no BOS, same pieces
