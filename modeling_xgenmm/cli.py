@@ -45,7 +45,7 @@ def run_convert(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xgenmm", description="xGen-MM (BLIP-3) tools.")
-    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_convert_command(subcommands)
     return parser
 
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
     try:
         args.handler(args)
     except OriginalCheckpointError as error:
