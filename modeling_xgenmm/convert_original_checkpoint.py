@@ -196,7 +196,8 @@ def write_weights(
     progress = logging.tqdm(total=len(parameters), desc="Converting weights", unit="tensor")
     for filename, names in split.filename_to_tensors.items():
         shard = {}
-        for name in names:
+        # Largest first: the transient copies of a big tensor (source dtype, merge) then meet a nearly empty shard.
+        for name in sorted(names, key=lambda name: parameters[name].numel(), reverse=True):
             expected = parameters[name]
             tensor = plan.build(name, lambda key, dtype=expected.dtype: read(key, dtype), model)
             if tensor.shape != expected.shape:
