@@ -105,8 +105,9 @@ def write_random_original(folder: Path, phi3_layers: int, siglip_layers: int, dt
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "preprocessor_config.json").write_text(json.dumps({"grids": GRIDS_WH, "size": [384, 384]}))
+    shapes = original_shapes(phi3_layers, siglip_layers)
     with torch.device("meta"):
-        meta = {key: torch.empty(shape, dtype=dtype) for key, shape in original_shapes(phi3_layers, siglip_layers).items()}
+        meta = {key: torch.empty(shape, dtype=dtype) for key, shape in shapes.items()}
     split = split_torch_state_dict_into_shards(meta, max_shard_size="500MB")
     generator = torch.Generator().manual_seed(0)
     for filename, keys in split.filename_to_tensors.items():

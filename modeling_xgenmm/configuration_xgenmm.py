@@ -54,7 +54,7 @@ PHI3_MINI_XGENMM = {
 XGENMM_V1_5_GRID_PINPOINTS = [[768, 384], [384, 768], [768, 768], [384, 1152], [1152, 384]]
 
 # Key under which `XGenMMConfig.get_config_dict` hands the `grids` of an original checkpoint's preprocessor_config.json
-# to the translation of its config.json: `None` there means a base checkpoint, a list of (width, height) an instruct one.
+# to the translation of its config.json: `None` means a base checkpoint, a list of (width, height) an instruct one.
 ORIGINAL_PREPROCESSOR_GRIDS = "original_preprocessor_grids"
 
 

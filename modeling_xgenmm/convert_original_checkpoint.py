@@ -6,7 +6,7 @@ installed: it holds the translated config.json (with the Hub `auto_map`), the mo
 sharded safetensors weights. The weights are streamed: one original tensor is read at a time and only the output
 shard being written is held in memory, never a second copy of the whole model.
 
-    xgenmm convert Salesforce/xgen-mm-phi3-mini-instruct-r-v1.5 ./xgen-mm-instruct --dtype bfloat16
+    xgenmm convert Salesforce/xgen-mm-phi3-mini-instruct-singleimg-r-v1.5 ./xgen-mm-instruct --dtype bfloat16
 """
 
 import json
@@ -29,7 +29,7 @@ from .original_checkpoint import OriginalCheckpointError, OriginalWeightPlan, is
 logger = logging.get_logger(__name__)
 
 # What a released repository holds besides code and notebooks: configs, weights, tokenizer files.
-HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja"]
 
 # Phi-3's `<|end|>`, which ends every instruct turn, sits 5 ids below the first added token L = initial_tokenizer_len
 # (32007 = 32012 - 5 in the release).
@@ -62,6 +62,7 @@ def convert_original_checkpoint(
     key_to_file = original_weight_files(original_dir)
     plan = plan_original_weights(key_to_file, model)
 
+    # Everything is checked before anything is written; each group of output files is then written by one call.
     output_dir = prepare_output_folder(output_dir)
     save_model_files(model, output_dir)
     write_weights(plan, key_to_file, model, output_dir, max_shard_size)
@@ -120,9 +121,9 @@ def original_generation_config(original_dir: Path, config: XGenMMConfig) -> Gene
     if generation_file.is_file():
         # Settings only: the original file's bookkeeping (`_from_model_config`, `transformers_version`) is not ours.
         settings = json.loads(generation_file.read_text())
-        generation_config = GenerationConfig.from_dict(
-            {key: value for key, value in settings.items() if not key.startswith("_") and key != "transformers_version"}
-        )
+        settings = {key: value for key, value in settings.items() if not key.startswith("_")}
+        settings.pop("transformers_version", None)
+        generation_config = GenerationConfig.from_dict(settings)
     else:
         generation_config = GenerationConfig(
             bos_token_id=text_config.bos_token_id,

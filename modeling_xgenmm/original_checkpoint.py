@@ -1,16 +1,18 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """The released Salesforce xGen-MM v1.5 checkpoints (original format), mapped onto this package's layout.
 
-| original key (`vlm.` prefix)                               | this package                                     |
-|------------------------------------------------------------|--------------------------------------------------|
-| `vision_encoder.*`                                         | `model.vision_tower.*`                           |
-| `vision_encoder.head.*` (SigLIP pooling head, never used)  | dropped (`_keys_to_ignore_on_load_unexpected`)   |
-| `vision_tokenizer.layers.{i}.0.*` (attention)              | `model.resampler.layers.{i}.cross_attn.*`        |
-| `vision_tokenizer.layers.{i}.1.{0,1,3}.*` (feed-forward)   | `model.resampler.layers.{i}.mlp.{norm,fc1,fc2}.*`|
-| `vision_tokenizer.{latents,norm,projection}*`              | `model.resampler.{latents,norm,projection}*`     |
-| `lang_model.model.*`                                       | `model.language_model.*`                         |
-| `lang_model.model.embed_tokens.{weight, additional_embedding.weight}` | `model.language_model.embed_tokens.weight` (merged) |
-| `lang_model.lm_head.{weight,bias}` + `lm_head.additional_fc.{weight,bias}` | `lm_head.{weight,bias}` (merged)  |
+| original key (`vlm.` prefix)                             | this package                                      |
+|----------------------------------------------------------|---------------------------------------------------|
+| `vision_encoder.*`                                       | `model.vision_tower.*`                            |
+| `vision_encoder.head.*` (SigLIP pooling head, unused)    | dropped (`_keys_to_ignore_on_load_unexpected`)    |
+| `vision_tokenizer.layers.{i}.0.*` (attention)            | `model.resampler.layers.{i}.cross_attn.*`         |
+| `vision_tokenizer.layers.{i}.1.{0,1,3}.*` (feed-forward) | `model.resampler.layers.{i}.mlp.{norm,fc1,fc2}.*` |
+| `vision_tokenizer.{latents,norm,projection}*`            | `model.resampler.{latents,norm,projection}*`      |
+| `lang_model.model.*`                                     | `model.language_model.*`                          |
+| `lang_model.model.embed_tokens.weight`                   | `model.language_model.embed_tokens.weight`,       |
+|   + `lang_model.model.embed_tokens.additional_embedding.weight` | merged                                     |
+| `lang_model.lm_head.{weight,bias}`                       | `lm_head.{weight,bias}`, merged                   |
+|   + `lang_model.lm_head.additional_fc.{weight,bias}`     |                                                   |
 
 The original decouples its vocabulary: ids below `L = initial_tokenizer_len` use Phi-3's table (whose rows from `L`
 on are never used) and the three added tokens (`<image>`, `<image placeholder>`, `<|endofchunk|>`) a 3-row table;
@@ -67,7 +69,9 @@ class MergeDecoupledVocabulary(ConversionOps):
         original_pattern, added_pattern = source_patterns
         missing = [pattern for pattern in source_patterns if pattern not in input_dict]
         if missing:
-            raise OriginalCheckpointError(f"{full_layer_name} is merged from {source_patterns}, but {missing} is absent")
+            raise OriginalCheckpointError(
+                f"{full_layer_name} is merged from {source_patterns}, but {missing} is absent"
+            )
         original, added = (next(iter(input_dict[pattern])) for pattern in (original_pattern, added_pattern))
         kept_rows = model.get_parameter(full_layer_name).shape[0] - added.shape[0]
         if not 0 < kept_rows <= original.shape[0]:

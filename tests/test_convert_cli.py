@@ -33,9 +33,9 @@ def test_converted_folder_reproduces_recorded_logits_with_trust_remote_code_and_
     fixtures = original_fixtures_dir()
     cases = [recorded_case(fixtures, name) for name in recorded_case_names()]
     case = next(case for case in cases if case.variant == "instruct" and case.image_keys)
-    output_dir = tmp_path / "converted"
+    original, output_dir = fixtures / "checkpoints" / "instruct", tmp_path / "converted"
     result = subprocess.run(
-        [*xgenmm_command(), "convert", str(fixtures / "checkpoints" / "instruct"), str(output_dir), "--dtype", "float32"],
+        [*xgenmm_command(), "convert", str(original), str(output_dir), "--dtype", "float32"],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

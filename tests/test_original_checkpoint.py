@@ -2,6 +2,7 @@
 and through direct loading; the key mapping of the full-size release; saving after a direct load; clear errors."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration, XGenMMModel
-from modeling_xgenmm.convert_original_checkpoint import convert_original_checkpoint
+from modeling_xgenmm import convert_original_checkpoint as convert_module
+from modeling_xgenmm.convert_original_checkpoint import HUB_ALLOW_PATTERNS, convert_original_checkpoint
 from modeling_xgenmm.original_checkpoint import OriginalCheckpointError, plan_original_weights
 
 from conftest import original_fixtures_dir
@@ -98,7 +100,11 @@ def test_greedy_generation_reproduces_recorded_ids(fixtures, load_model, image_f
     case, model, features = case_model_and_images(fixtures, load_model, image_features, case_name, path)
     inputs = build_inputs(case, "gen_", model.config.image_token_id)
     assert_layout_matches_recording(inputs, case, "gen_", model.config.image_token_id)
-    runs = {"gen_output_ids": "gen_kwargs", "gen2_output_ids": "gen2_kwargs", "gen_reppen_output_ids": "gen_reppen_kwargs"}
+    runs = {
+        "gen_output_ids": "gen_kwargs",
+        "gen2_output_ids": "gen2_kwargs",
+        "gen_reppen_output_ids": "gen_reppen_kwargs",
+    }
     compared = 0
     for recorded_name, kwargs_name in runs.items():
         if recorded_name in case.tensors:
@@ -265,6 +271,12 @@ def test_converting_a_converted_folder_says_it_is_already_converted(converted, t
         convert_original_checkpoint(converted["base"], tmp_path / "out")
 
 
+def test_converting_without_preprocessor_config_refuses_to_guess_the_variant(original_copy, tmp_path):
+    (original_copy / "preprocessor_config.json").unlink()
+    with pytest.raises(OriginalCheckpointError, match="no preprocessor_config.json, whose `grids` tell a base"):
+        convert_original_checkpoint(original_copy, tmp_path / "out")
+
+
 def test_converting_without_weights_fails_clearly(original_copy, tmp_path):
     (original_copy / "model.safetensors").unlink()
     with pytest.raises(OriginalCheckpointError, match="no model.safetensors or model.safetensors.index.json"):
@@ -295,6 +307,44 @@ def test_converting_weights_that_disagree_with_the_config_names_the_tensor(origi
     (original_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(OriginalCheckpointError, match=r"model.resampler.latents is \(128, 8\) .* makes it \(64, 8\)"):
         convert_original_checkpoint(original_copy, tmp_path / "out", dtype=torch.float32)
+
+
+def test_a_hub_repo_id_is_fetched_with_snapshot_download(fixtures, tmp_path, monkeypatch):
+    requests = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        requests.append((repo_id, allow_patterns))
+        return str(fixtures / "checkpoints" / "base")
+
+    monkeypatch.setattr(convert_module, "snapshot_download", snapshot_download)
+    convert_original_checkpoint("Salesforce/xgen-mm-phi3-mini-base-r-v1.5", tmp_path / "out", dtype=torch.float32)
+    assert requests == [("Salesforce/xgen-mm-phi3-mini-base-r-v1.5", HUB_ALLOW_PATTERNS)]
+    assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_direct_load_reports_missing_and_unknown_original_tensors(original_copy):
+    weights = load_file(original_copy / "model.safetensors")
+    del weights["vlm.vision_tokenizer.layers.2.1.1.weight"]
+    weights["vlm.vision_tokenizer.media_position_embedding"] = torch.zeros(3)
+    save_file(weights, original_copy / "model.safetensors", metadata={"format": "pt"})
+    _, info = XGenMMForConditionalGeneration.from_pretrained(original_copy, output_loading_info=True)
+    assert info["missing_keys"] == {"model.resampler.layers.2.mlp.fc1.weight"}
+    assert info["unexpected_keys"] == {"model.resampler.media_position_embedding"}
+
+
+def test_direct_load_of_half_a_decoupled_vocabulary_fails_naming_the_absent_half(original_copy, caplog):
+    from transformers.utils import logging
+
+    weights = load_file(original_copy / "model.safetensors")
+    del weights["vlm.lang_model.lm_head.additional_fc.bias"]
+    save_file(weights, original_copy / "model.safetensors", metadata={"format": "pt"})
+    logging.enable_propagation()
+    try:
+        with pytest.raises(RuntimeError, match="automatic conversion of the weights"):
+            XGenMMForConditionalGeneration.from_pretrained(original_copy)
+    finally:
+        logging.disable_propagation()
+    assert re.search(r"lm_head\.bias is merged from .*, but \[.*additional_fc.*\] is absent", caplog.text)
 
 
 def test_converting_into_a_non_empty_folder_is_refused(fixtures, tmp_path):
