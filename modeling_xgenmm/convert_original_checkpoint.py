@@ -61,6 +61,7 @@ def convert_original_checkpoint(
     model.generation_config = original_generation_config(original_dir, model.config)
     key_to_file = original_weight_files(original_dir)
     plan = plan_original_weights(key_to_file, model)
+    plan.check_shapes(original_tensor_shapes(key_to_file), model)
 
     # Everything is checked before anything is written; each group of output files is then written by one call.
     output_dir = prepare_output_folder(output_dir)
@@ -156,6 +157,15 @@ def original_weight_files(original_dir: Path) -> dict[str, Path]:
     )
 
 
+def original_tensor_shapes(key_to_file: dict[str, Path]) -> dict[str, list[int]]:
+    """Shape of every original tensor, from the safetensors headers only."""
+    shapes = {}
+    for weights_file in sorted(set(key_to_file.values())):
+        with safe_open(weights_file, framework="pt") as reader:
+            shapes |= {key: reader.get_slice(key).get_shape() for key in reader.keys()}
+    return shapes
+
+
 @contextmanager
 def _without_progress_bars():
     enabled = logging.is_progress_bar_enabled()
@@ -184,9 +194,9 @@ def write_weights(
     """Builds each parameter from its original tensors and writes them shard by shard, as `save_pretrained` shards
     them (same file names and index)."""
     parameters = model.state_dict()
+    filename_pattern = SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors")
     split = split_torch_state_dict_into_shards(
-        parameters, filename_pattern=SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors"),
-        max_shard_size=max_shard_size,
+        parameters, filename_pattern=filename_pattern, max_shard_size=max_shard_size
     )
 
     def read(key: str, dtype: torch.dtype) -> torch.Tensor:
@@ -199,14 +209,8 @@ def write_weights(
         shard = {}
         # Largest first: the transient copies of a big tensor (source dtype, merge) then meet a nearly empty shard.
         for name in sorted(names, key=lambda name: parameters[name].numel(), reverse=True):
-            expected = parameters[name]
-            tensor = plan.build(name, lambda key, dtype=expected.dtype: read(key, dtype), model)
-            if tensor.shape != expected.shape:
-                raise OriginalCheckpointError(
-                    f"{name} is {tuple(tensor.shape)} in the original checkpoint ({plan.source_keys(name)}) but the "
-                    f"config.json makes it {tuple(expected.shape)}"
-                )
-            shard[name] = tensor.contiguous()
+            dtype = parameters[name].dtype
+            shard[name] = plan.build(name, lambda key: read(key, dtype), model).contiguous()
             progress.update()
         save_file(shard, output_dir / filename, metadata={"format": "pt"})
         del shard

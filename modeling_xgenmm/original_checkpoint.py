@@ -181,6 +181,22 @@ class OriginalWeightPlan:
         tensor = built[parameter]
         return tensor[0] if isinstance(tensor, list) else tensor
 
+    def check_shapes(self, original_shapes: dict[str, tuple[int, ...]], model: PreTrainedModel) -> None:
+        """Runs every transform on meta tensors of the original shapes, and raises `OriginalCheckpointError` if a
+        result disagrees with the model built from the config: nothing is read or written first."""
+        mismatched = []
+        for name, expected in model.state_dict().items():
+            built = self.build(name, lambda key: torch.empty(original_shapes[key], device="meta"), model)
+            if built.shape != expected.shape:
+                mismatched.append(
+                    f"{name} is {tuple(built.shape)} from {self.source_keys(name)} but the config.json makes it "
+                    f"{tuple(expected.shape)}"
+                )
+        if mismatched:
+            raise OriginalCheckpointError(
+                f"{len(mismatched)} weights of the original checkpoint disagree with its config.json: {mismatched[:10]}"
+            )
+
 
 def plan_original_weights(original_keys: Iterable[str], model: PreTrainedModel) -> OriginalWeightPlan:
     """Maps original checkpoint keys onto `model`'s parameters with the transforms `from_pretrained` would use.

@@ -307,6 +307,7 @@ def test_converting_weights_that_disagree_with_the_config_names_the_tensor(origi
     (original_copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(OriginalCheckpointError, match=r"model.resampler.latents is \(128, 8\) .* makes it \(64, 8\)"):
         convert_original_checkpoint(original_copy, tmp_path / "out", dtype=torch.float32)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_hub_repo_id_is_fetched_with_snapshot_download(fixtures, tmp_path, monkeypatch):
