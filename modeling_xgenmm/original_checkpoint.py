@@ -194,7 +194,7 @@ class OriginalWeightPlan:
                 )
         if mismatched:
             raise OriginalCheckpointError(
-                f"{len(mismatched)} weights of the original checkpoint disagree with its config.json: {mismatched[:10]}"
+                f"{len(mismatched)} original weights disagree with the config.json: {mismatched[:10]}"
             )
 
 
