@@ -134,15 +134,17 @@ def test_base_and_instruct_are_told_apart_by_the_preprocessor_config(fixtures):
     assert base.anyres is False and instruct.anyres is True
     grids_wh = json.loads((fixtures / "checkpoints" / "instruct" / "preprocessor_config.json").read_text())["grids"]
     assert instruct.image_grid_pinpoints == [[height, width] for width, height in grids_wh]
-    # L = initial_tokenizer_len (992 in the fixtures): <image> = L, L + 3 rows.
-    assert instruct.image_token_id == 992 and instruct.text_config.vocab_size == 995
+    token_map = json.loads((fixtures / "token_map.json").read_text())
+    # The merged vocabulary ends with the three added tokens.
+    assert instruct.image_token_id == token_map["<image>"]
+    assert instruct.text_config.vocab_size == token_map["<|endofchunk|>"] + 1
 
 
-def test_converted_generation_config_ends_instruct_turns_at_end_token(converted):
+def test_converted_generation_config_ends_instruct_turns_at_end_token(fixtures, converted):
+    token_map = json.loads((fixtures / "token_map.json").read_text())
     instruct = json.loads((converted["instruct"] / "generation_config.json").read_text())
     base = json.loads((converted["base"] / "generation_config.json").read_text())
-    # token_map.json: <|end|> = 987, <|endoftext|> = 980.
-    assert instruct["eos_token_id"] == 987 and base["eos_token_id"] == 980
+    assert instruct["eos_token_id"] == token_map["<|end|>"] and base["eos_token_id"] == token_map["<|endoftext|>"]
 
 
 def test_direct_load_logs_one_line_naming_the_variant(fixtures, caplog):
