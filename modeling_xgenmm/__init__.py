@@ -1,5 +1,6 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes."""
+"""xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes, and lets
+`from_pretrained` read the original Salesforce checkpoints."""
 
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
@@ -10,10 +11,12 @@ from .modeling_xgenmm import (
     XGenMMPerceiverResampler,
     XGenMMPreTrainedModel,
 )
+from .original_checkpoint import register_original_checkpoint_conversion
 from .registration import register_auto_classes
 
 
 register_auto_classes()
+register_original_checkpoint_conversion()
 
 __all__ = [
     "XGenMMConfig",

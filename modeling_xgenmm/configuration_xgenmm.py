@@ -4,10 +4,13 @@
 This file is copied verbatim into every Hub folder, so it imports only `transformers` and `huggingface_hub`.
 """
 
+import json
+import os
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 
 
 logger = logging.get_logger(__name__)
@@ -49,6 +52,10 @@ PHI3_MINI_XGENMM = {
 # Released any-resolution grids as (height, width) pixels, in the released order (the order breaks ties).
 # The original code lists them as (width, height): [[384, 768], [768, 384], [768, 768], [1152, 384], [384, 1152]].
 XGENMM_V1_5_GRID_PINPOINTS = [[768, 384], [384, 768], [768, 768], [384, 1152], [1152, 384]]
+
+# Key under which `XGenMMConfig.get_config_dict` hands the `grids` of an original checkpoint's preprocessor_config.json
+# to the translation of its config.json: `None` means a base checkpoint, a list of (width, height) an instruct one.
+ORIGINAL_PREPROCESSOR_GRIDS = "original_preprocessor_grids"
 
 
 @strict
@@ -160,6 +167,29 @@ class XGenMMConfig(PreTrainedConfig):
                     f"image_size={self.image_size}"
                 )
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> tuple[dict, dict]:
+        """Also reads the `grids` of the `preprocessor_config.json` next to an original Salesforce config.json: the
+        original config says `image_aspect_ratio: anyres` for base and instruct checkpoints alike, and only the image
+        processor's grids tell them apart (`null` for the fixed 384x384 base model)."""
+        download_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
+            if key in kwargs
+        }
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if "vision_encoder_config" in config_dict and ORIGINAL_PREPROCESSOR_GRIDS not in config_dict:
+            folder = str(pretrained_model_name_or_path)
+            if os.path.isfile(folder):
+                folder = os.path.dirname(folder)
+            preprocessor_file = cached_file(
+                folder, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False, **download_kwargs
+            )
+            if preprocessor_file is not None:
+                with open(preprocessor_file, encoding="utf-8") as reader:
+                    config_dict[ORIGINAL_PREPROCESSOR_GRIDS] = json.load(reader).get("grids")
+        return config_dict, kwargs
+
     def _translate_original_format(self, kwargs: dict) -> dict:
         """Reads a config.json written by the original Salesforce code (`vision_encoder_config`,
         `vision_tokenizer_config`, a Phi-3 `text_config` with `initial_tokenizer_len`)."""
@@ -184,13 +214,29 @@ class XGenMMConfig(PreTrainedConfig):
         self.image_token_id = initial_tokenizer_len
         self.image_size = siglip.get("image_size", 384)
         self.lm_head_bias = True
-        grids_wh = encoder.get("anyres_grids")
+        if ORIGINAL_PREPROCESSOR_GRIDS in kwargs:
+            grids_wh = kwargs.pop(ORIGINAL_PREPROCESSOR_GRIDS)
+            self.anyres = grids_wh is not None
+            variant = "instruct (any-resolution)" if self.anyres else "base (fixed 384x384 views)"
+            logger.warning(
+                f"Reading an original Salesforce xGen-MM checkpoint, {variant} per its preprocessor_config.json: "
+                "its config and weights are translated into this package's format (renamed keys, merged vocabulary)."
+            )
+        else:
+            grids_wh = encoder.get("anyres_grids")
+            self.anyres = encoder.get("image_aspect_ratio", "anyres") == "anyres"
+            if self.anyres:
+                logger.warning(
+                    "Translating an original Salesforce xGen-MM config.json without its preprocessor_config.json: "
+                    "assuming an instruct (any-resolution) model, although base checkpoints also say "
+                    "image_aspect_ratio='anyres'. XGenMMConfig.from_pretrained(folder) and `xgenmm convert` read the "
+                    "preprocessor config and tell them apart."
+                )
         if grids_wh:
             self.image_grid_pinpoints = [[height, width] for width, height in grids_wh]
         for key in ("auto_map", "architectures"):
             kwargs.pop(key, None)
         self.architectures = ["XGenMMForConditionalGeneration"]
-        logger.info("Translated an original Salesforce xGen-MM config.json into XGenMMConfig.")
         return kwargs
 
 

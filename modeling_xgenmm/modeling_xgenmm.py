@@ -184,6 +184,9 @@ class XGenMMPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["XGenMMPerceiverLayer"]
     _skip_keys_device_placement = ["cache"]
+    # The vision tower is built without SigLIP's attention-pooling head, whose output xGen-MM never uses; checkpoints
+    # that carry it (the original Salesforce ones, full SigLIP towers) load without it.
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)vision_tower\.head\."]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True

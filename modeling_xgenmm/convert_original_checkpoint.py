@@ -1,0 +1,227 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""Converts a released Salesforce xGen-MM v1.5 checkpoint (original format) into this package's format.
+
+The output folder loads with `from_pretrained`, and with `trust_remote_code=True` where this package is not
+installed: it holds the translated config.json (with the Hub `auto_map`), the model code, generation_config.json and
+sharded safetensors weights. The weights are streamed: one original tensor is read at a time and only the output
+shard being written is held in memory, never a second copy of the whole model.
+
+    xgenmm convert Salesforce/xgen-mm-phi3-mini-instruct-singleimg-r-v1.5 ./xgen-mm-instruct --dtype bfloat16
+"""
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from huggingface_hub import snapshot_download, split_torch_state_dict_into_shards
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import GenerationConfig
+from transformers.utils import GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
+
+from .configuration_xgenmm import XGenMMConfig
+from .modeling_xgenmm import XGenMMForConditionalGeneration
+from .original_checkpoint import OriginalCheckpointError, OriginalWeightPlan, is_original_config, plan_original_weights
+
+
+logger = logging.get_logger(__name__)
+
+# What a released repository holds besides code and notebooks: configs, weights, tokenizer files.
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja"]
+
+# Phi-3's `<|end|>`, which ends every instruct turn, sits 5 ids below the first added token L = initial_tokenizer_len
+# (32007 = 32012 - 5 in the release).
+PHI3_END_OFFSET = 5
+
+
+def convert_original_checkpoint(
+    original: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    dtype: torch.dtype = torch.bfloat16,
+    max_shard_size: int | str = "5GB",
+) -> Path:
+    """Converts the original checkpoint `original` (a local folder or a Hub repo id) into `output_dir`.
+
+    Args:
+        original: folder or Hub repo id of an original Salesforce xGen-MM checkpoint (config.json with
+            `vision_encoder_config`, preprocessor_config.json, safetensors weights with `vlm.` keys).
+        output_dir: folder to write; it must not exist or be empty.
+        dtype: dtype of the written weights.
+        max_shard_size: largest weight file; peak memory is about one such shard.
+
+    Returns the output folder.
+    """
+    original_dir = resolve_original_folder(original)
+    config = load_original_config(original_dir)
+    # The target layout (names, shapes, dtypes) without allocating any weight.
+    with torch.device("meta"):
+        model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
+    model.generation_config = original_generation_config(original_dir, model.config)
+    key_to_file = original_weight_files(original_dir)
+    plan = plan_original_weights(key_to_file, model)
+    plan.check_shapes(original_tensor_shapes(key_to_file), model)
+
+    # Everything is checked before anything is written; each group of output files is then written by one call.
+    output_dir = prepare_output_folder(output_dir)
+    save_model_files(model, output_dir)
+    write_weights(plan, key_to_file, model, output_dir, max_shard_size)
+    return output_dir
+
+
+def resolve_original_folder(original: str | os.PathLike) -> Path:
+    """A local folder as is; anything else is fetched as a Hub repo id (configs, weights and tokenizer files)."""
+    if Path(original).is_dir():
+        return Path(original)
+    try:
+        return Path(snapshot_download(str(original), allow_patterns=HUB_ALLOW_PATTERNS))
+    except Exception as error:
+        raise OriginalCheckpointError(
+            f"{original} is not a local folder, and fetching it as a Hub repo failed: {error}"
+        ) from error
+
+
+def prepare_output_folder(output_dir: str | os.PathLike) -> Path:
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise OriginalCheckpointError(f"{output_dir} exists and is not an empty folder; choose a new output folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def load_original_config(original_dir: Path) -> XGenMMConfig:
+    """The translated config of an original checkpoint; its preprocessor_config.json decides base vs instruct."""
+    config_file = original_dir / "config.json"
+    if not config_file.is_file():
+        raise OriginalCheckpointError(f"{original_dir} has no config.json: it is not a model checkpoint")
+    config_dict = json.loads(config_file.read_text())
+    if not is_original_config(config_dict):
+        if config_dict.get("model_type") == XGenMMConfig.model_type:
+            raise OriginalCheckpointError(
+                f"{original_dir} is already in this package's format (its config.json has no vision_encoder_config); "
+                "load it with from_pretrained, no conversion needed"
+            )
+        raise OriginalCheckpointError(
+            f"{original_dir} is not an original Salesforce xGen-MM checkpoint: its config.json has "
+            f"model_type={config_dict.get('model_type')!r} and no vision_encoder_config"
+        )
+    if not (original_dir / "preprocessor_config.json").is_file():
+        raise OriginalCheckpointError(
+            f"{original_dir} has no preprocessor_config.json, whose `grids` tell a base checkpoint (null) from an "
+            "instruct one (the original config.json says image_aspect_ratio='anyres' for both)"
+        )
+    return XGenMMConfig.from_pretrained(original_dir)
+
+
+def original_generation_config(original_dir: Path, config: XGenMMConfig) -> GenerationConfig:
+    """The ids of the original generation_config.json (or of the text config without one), with the eos each variant
+    needs: `<|end|>` for instruct models, which otherwise talk on after their turn, `<|endoftext|>` for base ones."""
+    text_config = config.text_config
+    generation_file = original_dir / GENERATION_CONFIG_NAME
+    if generation_file.is_file():
+        # Settings only: the original file's bookkeeping (`_from_model_config`, `transformers_version`) is not ours.
+        settings = json.loads(generation_file.read_text())
+        settings = {key: value for key, value in settings.items() if not key.startswith("_")}
+        settings.pop("transformers_version", None)
+        generation_config = GenerationConfig.from_dict(settings)
+    else:
+        generation_config = GenerationConfig(
+            bos_token_id=text_config.bos_token_id,
+            eos_token_id=text_config.eos_token_id,
+            pad_token_id=text_config.pad_token_id,
+        )
+    eos_token_id = config.image_token_id - PHI3_END_OFFSET if config.anyres else text_config.eos_token_id
+    original_eos = generation_config.eos_token_id
+    if eos_token_id not in (original_eos if isinstance(original_eos, list) else [original_eos]):
+        logger.warning(f"Setting eos_token_id to {eos_token_id} (was {original_eos}) for this variant")
+        generation_config.eos_token_id = eos_token_id
+    return generation_config
+
+
+def original_weight_files(original_dir: Path) -> dict[str, Path]:
+    """Original tensor name -> safetensors file holding it, from the shard index or the single weight file."""
+    index_file = original_dir / SAFE_WEIGHTS_INDEX_NAME
+    if index_file.is_file():
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+        absent = sorted({name for name in weight_map.values() if not (original_dir / name).is_file()})
+        if absent:
+            raise OriginalCheckpointError(f"{index_file} lists weight files that are missing: {absent}")
+        return {key: original_dir / name for key, name in weight_map.items()}
+    weights_file = original_dir / SAFE_WEIGHTS_NAME
+    if weights_file.is_file():
+        with safe_open(weights_file, framework="pt") as reader:
+            return dict.fromkeys(reader.keys(), weights_file)
+    raise OriginalCheckpointError(
+        f"{original_dir} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}: the weights are missing"
+    )
+
+
+def original_tensor_shapes(key_to_file: dict[str, Path]) -> dict[str, list[int]]:
+    """Shape of every original tensor, from the safetensors headers only."""
+    shapes = {}
+    for weights_file in sorted(set(key_to_file.values())):
+        with safe_open(weights_file, framework="pt") as reader:
+            shapes |= {key: reader.get_slice(key).get_shape() for key in reader.keys()}
+    return shapes
+
+
+@contextmanager
+def _without_progress_bars():
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
+def save_model_files(model: XGenMMForConditionalGeneration, output_dir: Path) -> None:
+    """config.json with the Hub `auto_map`, the model code and generation_config.json, written by the model's own
+    `save_pretrained`; the empty state dict leaves the weights to `write_weights`."""
+    with _without_progress_bars():
+        model.save_pretrained(output_dir, state_dict={})
+
+
+def write_weights(
+    plan: OriginalWeightPlan,
+    key_to_file: dict[str, Path],
+    model: XGenMMForConditionalGeneration,
+    output_dir: Path,
+    max_shard_size: int | str,
+) -> None:
+    """Builds each parameter from its original tensors and writes them shard by shard, as `save_pretrained` shards
+    them (same file names and index)."""
+    parameters = model.state_dict()
+    filename_pattern = SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors")
+    split = split_torch_state_dict_into_shards(
+        parameters, filename_pattern=filename_pattern, max_shard_size=max_shard_size
+    )
+
+    def read(key: str, dtype: torch.dtype) -> torch.Tensor:
+        # Opening the file per tensor maps one tensor at a time, so the original shards never pile up in memory.
+        with safe_open(key_to_file[key], framework="pt") as reader:
+            return reader.get_tensor(key).to(dtype)
+
+    progress = logging.tqdm(total=len(parameters), desc="Converting weights", unit="tensor")
+    for filename, names in split.filename_to_tensors.items():
+        shard = {}
+        # Largest first: the transient copies of a big tensor (source dtype, merge) then meet a nearly empty shard.
+        for name in sorted(names, key=lambda name: parameters[name].numel(), reverse=True):
+            dtype = parameters[name].dtype
+            shard[name] = plan.build(name, lambda key: read(key, dtype), model).contiguous()
+            progress.update()
+        save_file(shard, output_dir / filename, metadata={"format": "pt"})
+        del shard
+    progress.close()
+
+    if split.is_sharded:
+        index = {
+            "metadata": {"total_parameters": model.num_parameters(), **split.metadata},
+            "weight_map": split.tensor_to_filename,
+        }
+        (output_dir / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+__all__ = ["convert_original_checkpoint"]
