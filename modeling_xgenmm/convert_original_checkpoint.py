@@ -2,8 +2,10 @@
 """Converts a released Salesforce xGen-MM v1.5 checkpoint (original format) into this package's format.
 
 The output folder loads with `from_pretrained`, and with `trust_remote_code=True` where this package is not
-installed: it holds the translated config.json (with the Hub `auto_map`), the model code, generation_config.json and
-sharded safetensors weights. The weights are streamed: one original tensor is read at a time and only the output
+installed: it holds the translated config.json (with the Hub `auto_map`), the model code, generation_config.json,
+sharded safetensors weights, and the processing files: the image processor with the released grids, and, when the
+original folder has its Phi-3 tokenizer, the tokenizer (with `<image>`, `<image placeholder>`, `<|endofchunk|>` at
+the released ids), the chat template and the processor. The weights are streamed: one original tensor is read at a time and only the output
 shard being written is held in memory, never a second copy of the whole model.
 
     xgenmm convert Salesforce/xgen-mm-phi3-mini-instruct-singleimg-r-v1.5 ./xgen-mm-instruct --dtype bfloat16
@@ -21,6 +23,9 @@ from safetensors.torch import save_file
 from transformers import GenerationConfig
 from transformers.utils import GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
+from xgenmm_processing import XGenMMTokenizer
+from xgenmm_processing.build_hub_processing import build_image_processor, build_processor
+
 from .configuration_xgenmm import XGenMMConfig
 from .modeling_xgenmm import XGenMMForConditionalGeneration
 from .original_checkpoint import OriginalCheckpointError, OriginalWeightPlan, is_original_config, plan_original_weights
@@ -30,6 +35,9 @@ logger = logging.get_logger(__name__)
 
 # What a released repository holds besides code and notebooks: configs, weights, tokenizer files.
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja"]
+
+# Any of these next to the original config means the folder carries its Phi-3 tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 # Phi-3's `<|end|>`, which ends every instruct turn, sits 5 ids below the first added token L = initial_tokenizer_len
 # (32007 = 32012 - 5 in the release).
@@ -66,6 +74,7 @@ def convert_original_checkpoint(
     # Everything is checked before anything is written; each group of output files is then written by one call.
     output_dir = prepare_output_folder(output_dir)
     save_model_files(model, output_dir)
+    save_processing_files(original_dir, model.config, output_dir)
     write_weights(plan, key_to_file, model, output_dir, max_shard_size)
     return output_dir
 
@@ -182,6 +191,26 @@ def save_model_files(model: XGenMMForConditionalGeneration, output_dir: Path) ->
     `save_pretrained`; the empty state dict leaves the weights to `write_weights`."""
     with _without_progress_bars():
         model.save_pretrained(output_dir, state_dict={})
+
+
+def save_processing_files(original_dir: Path, config: XGenMMConfig, output_dir: Path) -> None:
+    """The processor implied by the translated config (grids, view size, latents per view, instruct or base chat
+    template), with the original Phi-3 tokenizer extended by the three xGen-MM tokens. Without tokenizer files only the
+    image processor can be written; a processor then needs a Phi-3 tokenizer added to the folder."""
+    if not any((original_dir / name).is_file() for name in TOKENIZER_FILES):
+        logger.warning(
+            f"{original_dir} has no tokenizer files: writing the image processor only. Copy the Phi-3 tokenizer of "
+            "the released repository next to the original config and convert again to get the full processor."
+        )
+        build_image_processor(config.to_dict()).save_pretrained(output_dir)
+        return
+    tokenizer = XGenMMTokenizer.from_pretrained(original_dir)
+    if tokenizer.image_token_id != config.image_token_id:
+        raise OriginalCheckpointError(
+            f"the tokenizer in {original_dir} puts <image> at id {tokenizer.image_token_id} but the checkpoint's "
+            f"config expects {config.image_token_id} (initial_tokenizer_len): they do not belong together"
+        )
+    build_processor(config.to_dict(), tokenizer).save_pretrained(output_dir)
 
 
 def write_weights(

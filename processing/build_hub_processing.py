@@ -116,16 +116,20 @@ def build_tiny_tokenizer() -> XGenMMTokenizer:
     )
 
 
-def build_processor(config: dict, tokenizer: XGenMMTokenizer) -> XGenMMProcessor:
-    """The processor a variant's `config.json` implies (grids, view size, latents per view, chat format)."""
+def build_image_processor(config: dict) -> XGenMMImageProcessor:
+    """The image processor a variant's `config.json` implies (any-resolution or base mode, grids, view size)."""
     image_size = config.get("image_size", 384)
-    image_processor = XGenMMImageProcessor(
+    return XGenMMImageProcessor(
         anyres=config.get("anyres", True),
         image_grid_pinpoints=config.get("image_grid_pinpoints"),
         size={"height": image_size, "width": image_size},
     )
+
+
+def build_processor(config: dict, tokenizer: XGenMMTokenizer) -> XGenMMProcessor:
+    """The processor a variant's `config.json` implies (grids, view size, latents per view, chat format)."""
     return XGenMMProcessor(
-        image_processor=image_processor,
+        image_processor=build_image_processor(config),
         tokenizer=tokenizer,
         chat_template=INSTRUCT_CHAT_TEMPLATE if config.get("anyres", True) else BASE_CHAT_TEMPLATE,
         image_seq_length=config.get("perceiver_config", {}).get("num_latents", 128),

@@ -1,5 +1,5 @@
 """Helpers for the processing tests: fixture decoding, an independent transcription of the released image pipeline,
-synthetic images in every PIL mode, and malformed image files."""
+synthetic images in every PIL mode, malformed image files, and a tokenizer folder in the original Phi-3 format."""
 
 import base64
 import io
@@ -121,3 +121,47 @@ def tiny_processor(backend: str = "torchvision", **image_kwargs):
     processor = AutoProcessor.from_pretrained(TINY_RANDOM)
     processor.image_processor = AutoImageProcessor.from_pretrained(TINY_RANDOM, backend=backend, **image_kwargs)
     return processor
+
+
+def write_original_phi3_folder(folder, tokenizer):
+    """A tokenizer in the format of the released Phi-3 repositories, built from the tiny vocabulary: legacy
+    sentencepiece `tokenizer.json` (normalizer prepends "▁", BOS post-processor), `tokenizer_class` LlamaTokenizer,
+    Phi-3's added tokens and no image tokens."""
+    folder.mkdir()
+    tokenizer.save_pretrained(folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["added_tokens"] = [token for token in data["added_tokens"] if token["id"] < 992]
+    data["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
+    }
+    data["pre_tokenizer"] = None
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}},
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    added = {
+        str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in data["added_tokens"]
+    }
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": "<s>",
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "legacy": False,
+        "model_max_length": 4096,
+        "padding_side": "left",
+        "added_tokens_decoder": added,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    for name in ("chat_template.jinja", "tokenization_xgenmm.py"):
+        (folder / name).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from transformers import AutoTokenizer
 
 import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
 from conftest import TINY_RANDOM, original_fixtures_dir
+from processing_helpers import write_original_phi3_folder
 from xgenmm_processing import XGenMMTokenizer
 from xgenmm_processing.build_hub_processing import PHI3_ADDED_TOKENS, build_tiny_tokenizer
 
@@ -114,50 +115,6 @@ def test_saving_after_a_truncating_call_does_not_save_the_truncation(tokenizer, 
     assert saved["truncation"] is None and saved["padding"] is None
     assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert len(tokenizer(text)["input_ids"]) > 4
-
-
-def write_original_phi3_folder(folder, tokenizer):
-    """A tokenizer in the format of the released Phi-3 repositories, built from the tiny vocabulary: legacy
-    sentencepiece `tokenizer.json` (normalizer prepends "▁", BOS post-processor), `tokenizer_class` LlamaTokenizer,
-    Phi-3's added tokens and no image tokens."""
-    folder.mkdir()
-    tokenizer.save_pretrained(folder)
-    data = json.loads((folder / "tokenizer.json").read_text())
-    data["added_tokens"] = [token for token in data["added_tokens"] if token["id"] < 992]
-    data["normalizer"] = {
-        "type": "Sequence",
-        "normalizers": [
-            {"type": "Prepend", "prepend": "▁"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
-        ],
-    }
-    data["pre_tokenizer"] = None
-    data["post_processor"] = {
-        "type": "TemplateProcessing",
-        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}},
-    }
-    (folder / "tokenizer.json").write_text(json.dumps(data))
-    added = {
-        str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in data["added_tokens"]
-    }
-    config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "bos_token": "<s>",
-        "eos_token": "<|endoftext|>",
-        "pad_token": "<pad>",
-        "unk_token": "<unk>",
-        "legacy": False,
-        "model_max_length": 4096,
-        "padding_side": "left",
-        "added_tokens_decoder": added,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    for name in ("chat_template.jinja", "tokenization_xgenmm.py"):
-        (folder / name).unlink(missing_ok=True)
 
 
 def test_loads_an_original_phi3_folder_and_appends_the_image_tokens(tokenizer, tmp_path):

@@ -1,0 +1,54 @@
+"""The converter's processing files: the image processor with the released grids and, given the original Phi-3
+tokenizer, a processor that reproduces the original processor's recorded outputs."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor
+
+import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
+from modeling_xgenmm.convert_original_checkpoint import convert_original_checkpoint
+from xgenmm_processing.build_hub_processing import build_tiny_tokenizer
+
+from conftest import original_fixtures_dir
+from processing_helpers import fixture_float, fixture_pixels, write_original_phi3_folder
+
+
+@pytest.mark.parametrize("variant", ["instruct", "base"])
+def test_converted_image_processor_carries_the_released_grids(variant, tmp_path):
+    fixtures = original_fixtures_dir()
+    original = fixtures / "checkpoints" / variant
+    output = convert_original_checkpoint(original, tmp_path / "converted", dtype=torch.float32)
+    grids_wh = json.loads((original / "preprocessor_config.json").read_text())["grids"]
+    image_processor = AutoImageProcessor.from_pretrained(output, backend="pil")
+    assert image_processor.anyres == (grids_wh is not None)
+    if grids_wh is not None:
+        assert image_processor.image_grid_pinpoints == [[height, width] for width, height in grids_wh]
+    assert not (output / "tokenizer.json").exists()
+
+
+def test_converted_processor_reproduces_the_original_processor_and_token_ids(tmp_path):
+    fixtures = original_fixtures_dir()
+    original = tmp_path / "original"
+    shutil.copytree(fixtures / "checkpoints" / "instruct", original)
+    write_original_phi3_folder(tmp_path / "phi3", build_tiny_tokenizer())
+    for tokenizer_file in (tmp_path / "phi3").iterdir():
+        shutil.copyfile(tokenizer_file, original / tokenizer_file.name)
+
+    output = convert_original_checkpoint(original, tmp_path / "converted", dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(output, backend="pil")
+    token_map = json.loads((fixtures / "token_map.json").read_text())
+    added = ["<image>", "<image placeholder>", "<|endofchunk|>"]
+    assert processor.tokenizer.convert_tokens_to_ids(added) == [token_map[token] for token in added]
+
+    index = json.loads((fixtures / "image_processing" / "index.json").read_text())["images"]
+    pixels = fixture_pixels(fixtures)
+    latents = json.loads((original / "config.json").read_text())["vision_tokenizer_config"].get("num_vis_tokens", 128)
+    for key in sorted(index)[:3]:
+        inputs = processor(images=[Image.open(fixtures / index[key]["file"])], text="<image>", return_tensors="pt")
+        expected = fixture_float(pixels[index[key]["anyres"]["tensor"]])
+        assert torch.equal(inputs["pixel_values"], expected), key
+        assert int((inputs["input_ids"] == token_map["<image>"]).sum()) == expected.shape[0] * latents
