@@ -51,7 +51,9 @@ class VariantFacts:
     few_shot_results: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     benchmark_results: tuple[tuple[str, str], ...] = ()
     multi_image: bool = False
+    safety_tuned: bool = False
     released: bool = True
+    random_weights: bool = False
 
 
 def _salesforce(variant: str, **facts) -> VariantFacts:
@@ -125,6 +127,7 @@ VARIANTS: dict[str, VariantFacts] = {
             f"{FROZEN_VISION}"
         ),
         datasets=("MMInstruction/VLFeedback", "ys-zong/VLGuard"),
+        safety_tuned=True,
         benchmark_results=(
             ("VLGuard (lower is better)", "5.2"),
             ("HallusionBench", "56.6"),
@@ -145,6 +148,7 @@ VARIANTS: dict[str, VariantFacts] = {
         training="None: the weights are random.",
         license="apache-2.0",
         released=False,
+        random_weights=True,
     ),
 }
 
@@ -213,7 +217,6 @@ def model_card(config: XGenMMConfig, repo_id: str, variant: str | None = None) -
         vision_tower=describe_vision_tower(config),
         language_model=describe_language_model(config),
         latents=config.perceiver_config.num_latents,
-        max_positions=config.text_config.max_position_embeddings,
     )
 
 
@@ -275,16 +278,16 @@ def image_token_range(config: XGenMMConfig) -> str:
 
 def limitations(config: XGenMMConfig, facts: VariantFacts) -> list[str]:
     specific = []
-    if not facts.released and facts.license == "apache-2.0":
+    if facts.random_weights:
         specific.append("The weights are random: the answers mean nothing. Use it to test code, not to use a model.")
-    if config.anyres:
-        specific.append(
-            "Every image costs several hundred tokens of the context, so only a few images fit in one prompt."
-        )
-    else:
+    if not config.anyres:
         specific.append("Not instruction-tuned: it continues few-shot prompts and does not follow chat instructions.")
+    specific.append(
+        f"Every image takes {image_token_range(config)} tokens of the {config.text_config.max_position_embeddings}-"
+        "token context, which bounds the number of images in one prompt."
+    )
     sliding_window = getattr(config.text_config, "sliding_window", None)
-    if sliding_window:
+    if sliding_window and facts.released:
         specific.append(
             f"Attention uses the language model's sliding window of {sliding_window} tokens; the original "
             f"implementation attended over the whole context, so the two agree on prompts of up to {sliding_window} "
@@ -294,7 +297,7 @@ def limitations(config: XGenMMConfig, facts: VariantFacts) -> list[str]:
 
 
 def safety(facts: VariantFacts) -> str:
-    if facts.datasets and "ys-zong/VLGuard" in facts.datasets:
+    if facts.safety_tuned:
         tuning = (
             "This variant was safety-tuned on VLGuard, which lowers but does not remove harmful answers to unsafe "
             "image-text requests (see the VLGuard score above)."
