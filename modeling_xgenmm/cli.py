@@ -76,7 +76,9 @@ def add_publish_command(subcommands: argparse._SubParsersAction) -> None:
     publish_command.add_argument(
         "--variant",
         choices=sorted(VARIANTS),
-        help="the released variant the model card describes (default: FOLDER's name when it is one)",
+        metavar="NAME",
+        help=f"the variant the model card describes, one of {', '.join(sorted(VARIANTS))} (default: FOLDER's name "
+        "when it is one of them)",
     )
     publish_command.add_argument(
         "--output-dir", metavar="DIR", help="where to write the Hub folder (default: a temporary folder)"

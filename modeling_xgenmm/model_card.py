@@ -304,8 +304,10 @@ def safety(facts: VariantFacts) -> str:
         )
     elif facts.released:
         tuning = "The release describes safety tuning for the DPO variant only; this variant had none."
-    else:
+    elif facts.random_weights:
         tuning = "This model had no safety tuning."
+    else:
+        tuning = "No safety tuning is documented for this model."
     return (
         f"{tuning} The model can produce offensive, biased or false statements, including about people in images. "
         "Do not use it to identify people or for decisions about them, and evaluate it on your own data and "

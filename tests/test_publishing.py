@@ -319,3 +319,11 @@ def test_cli_reports_a_refused_upload_with_exit_status_1(saved, tmp_path, monkey
     assert "xgenmm publish: the Hub refused the request: 403" in error
     assert "You don't have the rights to create a model under the namespace someone-else" in error
     assert hub.repos == {}
+
+
+def test_publish_help_describes_arguments(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["publish", "--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    assert "FOLDER REPO_ID" in usage and "--dry-run" in usage and "xgen-mm-phi3-mini-base-r-v1.5" in usage
