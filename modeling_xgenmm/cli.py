@@ -3,15 +3,21 @@
 function that sets the handler to run.
 
     xgenmm convert ORIGINAL OUT [--dtype bfloat16|float32] [--max-shard-size 5GB]
+    xgenmm publish FOLDER REPO_ID [--weights DIR] [--tokenizer DIR_OR_REPO] [--variant NAME] [--output-dir DIR]
+                   [--private] [--commit-message TEXT] [--dry-run]
 """
 
 import argparse
 import sys
+import tempfile
 
 import torch
+from huggingface_hub.errors import HfHubHTTPError
 
 from .convert_original_checkpoint import convert_original_checkpoint
+from .model_card import VARIANTS
 from .original_checkpoint import OriginalCheckpointError
+from .publishing import PublishError, prepare_hub_folder, publish
 
 
 def add_convert_command(subcommands: argparse._SubParsersAction) -> None:
@@ -43,10 +49,71 @@ def run_convert(args: argparse.Namespace) -> None:
     print(f"Converted {args.original} into {output_dir}")
 
 
+def add_publish_command(subcommands: argparse._SubParsersAction) -> None:
+    publish_command = subcommands.add_parser(
+        "publish",
+        help="write a self-contained Hub folder for a model and upload it to the Hugging Face Hub",
+        description=(
+            "Write a self-contained Hub folder for the model in FOLDER (config.json with the auto_map, "
+            "generation_config.json, model and processing code, processor and tokenizer files, chat template, "
+            "safetensors weights, README.md model card), which loads with trust_remote_code=True without this "
+            "package, and upload it to REPO_ID (created if needed) with your saved Hugging Face login."
+        ),
+    )
+    publish_command.add_argument(
+        "source",
+        metavar="FOLDER",
+        help="a model folder saved with save_pretrained (model and processor), or a hub_configs/<variant> folder "
+        "with --weights",
+    )
+    publish_command.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. namespace/name")
+    publish_command.add_argument("--weights", metavar="DIR", help="folder of the safetensors weights (default: FOLDER)")
+    publish_command.add_argument(
+        "--tokenizer",
+        metavar="DIR_OR_REPO",
+        help="folder or Hub repo id of the tokenizer (default: FOLDER, then --weights)",
+    )
+    publish_command.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        metavar="NAME",
+        help=f"the variant the model card describes, one of {', '.join(sorted(VARIANTS))} (default: FOLDER's name "
+        "when it is one of them)",
+    )
+    publish_command.add_argument(
+        "--output-dir", metavar="DIR", help="where to write the Hub folder (default: a temporary folder)"
+    )
+    publish_command.add_argument("--private", action="store_true", default=None, help="create the repo as private")
+    publish_command.add_argument("--commit-message", metavar="TEXT", help="message of the upload commit")
+    publish_command.add_argument(
+        "--dry-run", action="store_true", help="only write the Hub folder and say where; upload nothing"
+    )
+    publish_command.set_defaults(handler=run_publish)
+
+
+def run_publish(args: argparse.Namespace) -> None:
+    sources = {"weights": args.weights, "tokenizer": args.tokenizer, "variant": args.variant}
+    if args.dry_run:
+        output_dir = args.output_dir or tempfile.mkdtemp(prefix="xgenmm-publish-")
+        folder = prepare_hub_folder(args.source, output_dir, args.repo_id, **sources)
+        print(f"Dry run: wrote the Hub folder for {args.repo_id} to {folder}; nothing was uploaded")
+        return
+    commit = publish(
+        args.source,
+        args.repo_id,
+        **sources,
+        output_dir=args.output_dir,
+        private=args.private,
+        commit_message=args.commit_message,
+    )
+    print(f"Published {args.source} to {commit.repo_url} ({commit.commit_url})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xgenmm", description="xGen-MM (BLIP-3) tools.")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_convert_command(subcommands)
+    add_publish_command(subcommands)
     return parser
 
 
@@ -58,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.handler(args)
-    except OriginalCheckpointError as error:
+    except (OriginalCheckpointError, PublishError) as error:
         parser.exit(2, f"xgenmm {args.command}: error: {error}\n")
+    except HfHubHTTPError as error:
+        parser.exit(1, f"xgenmm {args.command}: the Hub refused the request: {error}\n")
     return 0
 
 

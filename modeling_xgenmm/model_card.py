@@ -1,0 +1,367 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""Model cards (README.md) of xGen-MM Hub folders, built with `huggingface_hub.ModelCard` from the model's config and
+what is known of each released variant (`/hub_configs`). Not a Hub file itself.
+
+    python -m modeling_xgenmm.model_card [hub_configs folder]
+
+rewrites `README.md` in every variant folder of `hub_configs/`; a test checks that they are up to date.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+
+from .configuration_xgenmm import XGenMMConfig
+from .modeling_xgenmm import XGenMMForConditionalGeneration
+
+
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
+
+# Images the transformers documentation uses, for the widget examples and the usage snippets.
+TRANSFORMERS_ASSETS = "https://huggingface.co/datasets/hf-internal-testing/transformers-synthetic-assets/resolve/main"
+IMAGE_URLS = (
+    f"{TRANSFORMERS_ASSETS}/images/statue_of_liberty.jpg",
+    f"{TRANSFORMERS_ASSETS}/images/skyline_chicago.jpg",
+    "https://huggingface.co/datasets/Narsil/image_dummy/raw/main/parrots.png",
+)
+
+SALESFORCE_WEIGHTS_NOTE = (
+    "The weights are Salesforce's release, converted into this format without change (numerically identical outputs); "
+    "they are under the terms of the original repository, [{repo}](https://huggingface.co/{repo})."
+)
+
+
+@dataclass(frozen=True)
+class VariantFacts:
+    """What a card says about one variant. Only facts of the xGen-MM report and the Salesforce releases go here; what
+    they do not state (dataset names of most stages, results of most variants) is left empty and the card says so."""
+
+    title: str
+    summary: str
+    training: str
+    base_model: str | None = None
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+    datasets: tuple[str, ...] = ()
+    # Base: benchmark -> (0-shot, 4-shot, 8-shot). DPO: (benchmark, score) pairs.
+    few_shot_results: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    benchmark_results: tuple[tuple[str, str], ...] = ()
+    multi_image: bool = False
+    safety_tuned: bool = False
+    released: bool = True
+    random_weights: bool = False
+
+
+def _salesforce(variant: str, **facts) -> VariantFacts:
+    repo = f"Salesforce/{variant}"
+    return VariantFacts(
+        base_model=repo,
+        # The license of the weights is the original repository's; the card links to it rather than restating it.
+        license="other",
+        license_name="salesforce-xgen-mm",
+        license_link=f"https://huggingface.co/{repo}",
+        **facts,
+    )
+
+
+FROZEN_VISION = "The SigLIP vision tower was frozen in all training stages."
+
+VARIANTS: dict[str, VariantFacts] = {
+    "xgen-mm-phi3-mini-base-r-v1.5": _salesforce(
+        "xgen-mm-phi3-mini-base-r-v1.5",
+        title="xGen-MM (BLIP-3) phi3-mini base r-v1.5",
+        summary=(
+            "The pretrained base model of Salesforce's xGen-MM (BLIP-3) v1.5 family (August 2024): a SigLIP vision "
+            "tower, a perceiver resampler and the Phi-3-mini language model, pretrained on about 100B multimodal "
+            "tokens. It is a few-shot in-context learner, not a chat model."
+        ),
+        training=f"Pretrained on about 100B multimodal tokens. {FROZEN_VISION}",
+        few_shot_results={
+            "VQAv2": (43.1, 66.3, 66.9),
+            "TextVQA": (34.0, 54.2, 55.3),
+            "OKVQA": (28.0, 48.9, 50.1),
+            "COCO": (67.2, 107.6, 109.8),
+            "NoCaps": (82.6, 100.8, 104.6),
+            "TextCaps": (69.5, 89.9, 94.0),
+        },
+    ),
+    "xgen-mm-phi3-mini-instruct-singleimg-r-v1.5": _salesforce(
+        "xgen-mm-phi3-mini-instruct-singleimg-r-v1.5",
+        title="xGen-MM (BLIP-3) phi3-mini instruct single-image r-v1.5",
+        summary=(
+            "The single-image instruction-tuned model of Salesforce's xGen-MM (BLIP-3) v1.5 family (August 2024): a "
+            "SigLIP vision tower, a perceiver resampler and the Phi-3-mini language model, fine-tuned to answer "
+            "questions about images in a chat, with any-resolution image input."
+        ),
+        training=f"Supervised fine-tuning on about 1M public instruction samples. {FROZEN_VISION}",
+    ),
+    "xgen-mm-phi3-mini-instruct-interleave-r-v1.5": _salesforce(
+        "xgen-mm-phi3-mini-instruct-interleave-r-v1.5",
+        title="xGen-MM (BLIP-3) phi3-mini instruct interleave r-v1.5",
+        summary=(
+            "The multi-image instruction-tuned model of Salesforce's xGen-MM (BLIP-3) v1.5 family (August 2024): a "
+            "SigLIP vision tower, a perceiver resampler and the Phi-3-mini language model, fine-tuned to answer "
+            "questions about one or several images interleaved with text, with any-resolution image input."
+        ),
+        training=(
+            "Supervised fine-tuning on about 1M public instruction samples, then on interleaved multi-image "
+            f"instruction data. {FROZEN_VISION}"
+        ),
+        multi_image=True,
+    ),
+    "xgen-mm-phi3-mini-instruct-dpo-r-v1.5": _salesforce(
+        "xgen-mm-phi3-mini-instruct-dpo-r-v1.5",
+        title="xGen-MM (BLIP-3) phi3-mini instruct DPO r-v1.5",
+        summary=(
+            "The preference-aligned instruct model of Salesforce's xGen-MM (BLIP-3) v1.5 family (August 2024): a "
+            "SigLIP vision tower, a perceiver resampler and the Phi-3-mini language model, instruction-tuned, then "
+            "aligned with DPO and safety-tuned, with any-resolution image input."
+        ),
+        training=(
+            "Instruction-tuned, then aligned with DPO on VLFeedback (62.6k preference pairs; LoRA on about 2.5% of "
+            "the language model's weights) and safety-tuned on VLGuard (2k unsafe and 5k safe samples). "
+            f"{FROZEN_VISION}"
+        ),
+        datasets=("MMInstruction/VLFeedback", "ys-zong/VLGuard"),
+        safety_tuned=True,
+        benchmark_results=(
+            ("VLGuard (lower is better)", "5.2"),
+            ("HallusionBench", "56.6"),
+            ("POPE", "86.8"),
+            ("MMBench-dev", "76.4"),
+            ("SEED-IMG", "72.1"),
+            ("MMStar", "47.1"),
+            ("MME (norm)", "64.4"),
+        ),
+    ),
+    "tiny-random": VariantFacts(
+        title="xGen-MM tiny random",
+        summary=(
+            "A tiny xGen-MM model with random weights and a 995-token tokenizer, for tests and examples: it has the "
+            "layout of the instruct models (any-resolution views, chat template, `<|end|>` ends a turn) at a size "
+            "that runs in milliseconds. Its answers are random text."
+        ),
+        training="None: the weights are random.",
+        license="apache-2.0",
+        released=False,
+        random_weights=True,
+    ),
+}
+
+COMMON_LIMITATIONS = (
+    "Like other vision-language models it can describe things that are not in the image, misread text and "
+    "miscount objects; check answers that matter.",
+    "`trust_remote_code=True` runs this repository's Python files; pin a `revision` to run code you have read.",
+)
+
+
+def variant_facts(variant: str | None, repo_id: str) -> VariantFacts:
+    """The facts of a released variant, or those of a model this package saved that is none of them."""
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown xGen-MM variant {variant!r}; expected one of {sorted(VARIANTS)}")
+        return VARIANTS[variant]
+    return VariantFacts(
+        title=repo_id.split("/")[-1],
+        summary="An xGen-MM (BLIP-3) model (vision tower, perceiver resampler, language model) saved with `xgen-mm`.",
+        training="Not documented.",
+        released=False,
+    )
+
+
+def model_card(config: XGenMMConfig, repo_id: str, variant: str | None = None) -> ModelCard:
+    """The model card of a Hub folder holding a model with `config`, published as `repo_id`.
+
+    Args:
+        config: the model's configuration; it decides the architecture table and instruct (any-resolution) vs
+            base (fixed-size views, few-shot) usage.
+        repo_id: the Hub repo id the usage snippets load.
+        variant: a key of `VARIANTS` (a folder of `hub_configs/`), or `None` for another model.
+    """
+    facts = variant_facts(variant, repo_id)
+    instruct = config.anyres
+    card_data = ModelCardData(
+        language=["en"],
+        license=facts.license,
+        license_name=facts.license_name,
+        license_link=facts.license_link,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["xgen-mm", "blip-3", "multimodal", "vision-language", "custom_code"]
+        + (["conversational"] if instruct else []),
+        base_model=facts.base_model,
+        datasets=list(facts.datasets) or None,
+        widget=widget_examples(instruct, facts.multi_image),
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        repo_id=repo_id,
+        title=facts.title,
+        summary=facts.summary,
+        weights_note=SALESFORCE_WEIGHTS_NOTE.format(repo=facts.base_model) if facts.base_model else "",
+        instruct=instruct,
+        image_urls=IMAGE_URLS,
+        multi_image=facts.multi_image,
+        view_size=config.image_size,
+        image_tokens=image_token_range(config),
+        training=facts.training,
+        results=results_markdown(facts),
+        limitations=limitations(config, facts),
+        safety=safety(facts),
+        parameters=parameter_counts(config),
+        vision_tower=describe_vision_tower(config),
+        language_model=describe_language_model(config),
+        latents=config.perceiver_config.num_latents,
+    )
+
+
+def widget_examples(instruct: bool, multi_image: bool) -> list[dict]:
+    """Hub widget examples: chat `messages` (OpenAI-style `image_url` and `text` parts) for instruct models, an image
+    `src` with a few-shot style `text` prompt for the base model."""
+    if not instruct:
+        return [{"example_title": "Caption", "src": IMAGE_URLS[2], "text": "<image>A picture of"}]
+
+    def user_turn(text: str, *urls: str) -> list[dict]:
+        parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+        return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+
+    examples = [
+        {"example_title": "Describe", "messages": user_turn("Describe this image in detail.", IMAGE_URLS[0])},
+        {"example_title": "Question", "messages": user_turn("Which city is this?", IMAGE_URLS[1])},
+    ]
+    if multi_image:
+        examples.append(
+            {
+                "example_title": "Compare two images",
+                "messages": user_turn("What do these two images have in common?", IMAGE_URLS[0], IMAGE_URLS[1]),
+            }
+        )
+    return examples
+
+
+def results_markdown(facts: VariantFacts) -> str:
+    if facts.few_shot_results:
+        rows = [f"| {name} | {' | '.join(map(str, scores))} |" for name, scores in facts.few_shot_results.items()]
+        return "\n".join(
+            [
+                "Published few-shot results of the release (0, 4 and 8 in-context examples):",
+                "",
+                "| benchmark | 0-shot | 4-shot | 8-shot |",
+                "|---|---|---|---|",
+                *rows,
+            ]
+        )
+    if facts.benchmark_results:
+        rows = [f"| {name} | {score} |" for name, score in facts.benchmark_results]
+        return "\n".join(["Published results of the release:", "", "| benchmark | score |", "|---|---|", *rows])
+    if facts.released:
+        return "Not published for this variant."
+    return "Not published."
+
+
+def image_token_range(config: XGenMMConfig) -> str:
+    """Tokens one image takes: `num_latents` per view, views = the global view plus the crops of its grid."""
+    latents = config.perceiver_config.num_latents
+    if not config.anyres:
+        return str(latents)
+    counts = [
+        (1 + (height // config.image_size) * (width // config.image_size)) * latents
+        for height, width in config.image_grid_pinpoints
+    ]
+    return f"{min(counts)} to {max(counts)}" if min(counts) != max(counts) else str(counts[0])
+
+
+def limitations(config: XGenMMConfig, facts: VariantFacts) -> list[str]:
+    specific = []
+    if facts.random_weights:
+        specific.append("The weights are random: the answers mean nothing. Use it to test code, not to use a model.")
+    if not config.anyres:
+        specific.append("Not instruction-tuned: it continues few-shot prompts and does not follow chat instructions.")
+    specific.append(
+        f"Every image takes {image_token_range(config)} tokens of the {config.text_config.max_position_embeddings}-"
+        "token context, which bounds the number of images in one prompt."
+    )
+    sliding_window = getattr(config.text_config, "sliding_window", None)
+    if sliding_window and facts.released:
+        specific.append(
+            f"Attention uses the language model's sliding window of {sliding_window} tokens; the original "
+            f"implementation attended over the whole context, so the two agree on prompts of up to {sliding_window} "
+            "tokens."
+        )
+    return [*specific, *COMMON_LIMITATIONS]
+
+
+def safety(facts: VariantFacts) -> str:
+    if facts.safety_tuned:
+        tuning = (
+            "This variant was safety-tuned on VLGuard, which lowers but does not remove harmful answers to unsafe "
+            "image-text requests (see the VLGuard score above)."
+        )
+    elif facts.released:
+        tuning = "The release describes safety tuning for the DPO variant only; this variant had none."
+    elif facts.random_weights:
+        tuning = "This model had no safety tuning."
+    else:
+        tuning = "No safety tuning is documented for this model."
+    return (
+        f"{tuning} The model can produce offensive, biased or false statements, including about people in images. "
+        "Do not use it to identify people or for decisions about them, and evaluate it on your own data and "
+        "policies before deploying it."
+    )
+
+
+def parameter_counts(config: XGenMMConfig) -> dict[str, str]:
+    """Parameters of each part, counted on a meta-device model built from `config` (no weights are allocated)."""
+    with torch.device("meta"):
+        model = XGenMMForConditionalGeneration(config)
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(parameter.numel() for parameter in module.parameters())
+
+    backbone = model.model
+    counts = {
+        "vision_tower": count(backbone.vision_tower),
+        "resampler": count(backbone.resampler),
+        "language_model": count(backbone.language_model) + count(model.lm_head),
+        "total": count(model),
+    }
+    return {name: f"{value:,}" for name, value in counts.items()}
+
+
+def describe_vision_tower(config: XGenMMConfig) -> str:
+    vision = config.vision_config
+    if vision.model_type == "siglip_vision_model":
+        return (
+            f"SigLIP vision transformer: {vision.num_hidden_layers} layers, width {vision.hidden_size}, "
+            f"{vision.image_size}-px views in {vision.patch_size}-px patches"
+        )
+    return f"`{vision.model_type}` backbone, {config.image_size}-px views"
+
+
+def describe_language_model(config: XGenMMConfig) -> str:
+    text = config.text_config
+    name = "Phi-3" if text.model_type == "phi3" else f"`{text.model_type}`"
+    head = "biased output head" if config.lm_head_bias else "output head"
+    return (
+        f"{name} decoder: {text.num_hidden_layers} layers, width {text.hidden_size}, {text.vocab_size}-token "
+        f"vocabulary, {head}"
+    )
+
+
+def hub_config_card(folder: Path) -> ModelCard:
+    """The card of a `hub_configs/<variant>` folder; its snippets load the repo id `<variant>`."""
+    return model_card(XGenMMConfig.from_pretrained(folder), repo_id=folder.name, variant=folder.name)
+
+
+def write_hub_config_cards(hub_configs: Path) -> None:
+    for folder in sorted(path for path in hub_configs.iterdir() if (path / "config.json").is_file()):
+        hub_config_card(folder).save(folder / "README.md")
+
+
+if __name__ == "__main__":
+    write_hub_config_cards(Path(sys.argv[1] if len(sys.argv) > 1 else "hub_configs"))

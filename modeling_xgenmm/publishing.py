@@ -1,0 +1,298 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""Publishes an xGen-MM model on the Hugging Face Hub as a self-contained folder that loads with
+`trust_remote_code=True` where this package is not installed. Not a Hub file itself.
+
+The folder holds config.json (with the `auto_map` of every Auto class), generation_config.json, the model and
+processing code (flat, sibling imports only), processor_config.json, the tokenizer files, chat_template.jinja, the
+safetensors weights (copied byte for byte) and a README.md model card. `prepare_hub_folder` writes it; `publish`
+writes it and uploads it with `create_repo(exist_ok=True)` + `upload_folder`.
+
+    xgenmm publish ./my-model me/xgen-mm-finetuned
+    xgenmm publish hub_configs/xgen-mm-phi3-mini-instruct-dpo-r-v1.5 me/xgen-mm-dpo --weights ./converted \\
+        --tokenizer Salesforce/xgen-mm-phi3-mini-instruct-dpo-r-v1.5 --dry-run
+"""
+
+import collections
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import safe_open
+from transformers import AutoImageProcessor, AutoProcessor, GenerationConfig
+from transformers.utils import (
+    CONFIG_NAME,
+    GENERATION_CONFIG_NAME,
+    PROCESSOR_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    logging,
+)
+
+from xgenmm_processing import XGenMMProcessor, XGenMMTokenizer
+
+from .configuration_xgenmm import XGenMMConfig
+from .convert_original_checkpoint import save_model_files
+from .model_card import VARIANTS, model_card
+from .modeling_xgenmm import XGenMMForConditionalGeneration
+from .original_checkpoint import is_original_config
+
+
+logger = logging.get_logger(__name__)
+
+# The token that ends every turn of the instruct chat template: generation must stop there.
+END_OF_TURN_TOKEN = "<|end|>"
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+
+
+class PublishError(ValueError):
+    """A model folder, weights or repo id that cannot be published, with what was expected instead."""
+
+
+def prepare_hub_folder(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    variant: str | None = None,
+) -> Path:
+    """Writes the Hub folder of the model in `source` into `output_dir` (which must not exist or be empty).
+
+    Everything is checked before anything is written.
+
+    Args:
+        source: a folder saved by `save_pretrained` (model and processor), or a `hub_configs/<variant>` folder
+            (configuration and processing files) together with `weights`.
+        output_dir: the folder to write.
+        repo_id: the Hub repo id the model card's usage snippets load.
+        weights: folder of the safetensors weights (`model.safetensors`, or shards and their index); defaults to
+            `source`.
+        tokenizer: folder or Hub repo id of the tokenizer (this package's format or the original Phi-3 one); defaults
+            to the first of `source` and `weights` that holds tokenizer files.
+        variant: which released variant (a `hub_configs` folder name) the model card describes; defaults to the
+            name of `source` when it is one, otherwise the card describes an unnamed xGen-MM model.
+
+    Returns the output folder.
+    """
+    check_repo_id(repo_id)
+    source = Path(source)
+    weights_dir = Path(weights) if weights is not None else source
+    config = load_source_config(source)
+    weight_files = find_weight_files(weights_dir)
+    dtype = check_weights_fit(config, source, weight_files)
+    processor = load_processor(source, find_tokenizer(tokenizer, source, weights_dir))
+    generation_config = stop_at_end_of_turn(load_generation_config(source, weights_dir, config), config, processor)
+    variant = variant if variant is not None else (source.name if source.name in VARIANTS else None)
+    card = model_card(config, repo_id, variant=variant)
+
+    output_dir = empty_output_folder(output_dir)
+    with torch.device("meta"):
+        model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
+    model.generation_config = generation_config
+    save_model_files(model, output_dir)
+    processor.save_pretrained(output_dir)
+    for weight_file in logging.tqdm(weight_files, desc="Copying weights", unit="file"):
+        link_or_copy(weight_file, output_dir / weight_file.name)
+    card.save(output_dir / "README.md")
+    logger.info(f"Wrote the Hub folder of {repo_id} to {output_dir}")
+    return output_dir
+
+
+def publish(
+    source: str | os.PathLike,
+    repo_id: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    variant: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> CommitInfo:
+    """Writes the Hub folder of the model in `source` (see `prepare_hub_folder`) and uploads it to `repo_id`, which is
+    created if needed. The folder is written to `output_dir` when given, otherwise to a temporary folder removed
+    afterwards. `token` defaults to the saved Hugging Face login.
+
+    Returns the `CommitInfo` of the upload.
+    """
+    with tempfile.TemporaryDirectory(prefix="xgenmm-publish-") as staging:
+        folder = prepare_hub_folder(
+            source,
+            output_dir if output_dir is not None else staging,
+            repo_id,
+            weights=weights,
+            tokenizer=tokenizer,
+            variant=variant,
+        )
+        api = HfApi(token=token)
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_url.repo_id,
+            folder_path=folder,
+            commit_message=commit_message or f"Upload {Path(source).name} with xgen-mm",
+        )
+
+
+def check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PublishError(f"{repo_id!r} is not a valid Hub repo id ('namespace/name' or 'name'): {error}") from error
+
+
+def load_source_config(source: Path) -> XGenMMConfig:
+    config_file = source / CONFIG_NAME
+    if not config_file.is_file():
+        raise PublishError(f"{source} has no {CONFIG_NAME}: expected a model folder saved with save_pretrained")
+    config_dict = json.loads(config_file.read_text())
+    if is_original_config(config_dict):
+        raise PublishError(
+            f"{source} is an original Salesforce checkpoint; convert it first (`xgenmm convert {source} OUT`) and "
+            "publish the converted folder"
+        )
+    if config_dict.get("model_type") != XGenMMConfig.model_type:
+        raise PublishError(
+            f"{source} holds a {config_dict.get('model_type')!r} model, expected an {XGenMMConfig.model_type!r} one"
+        )
+    return XGenMMConfig.from_pretrained(source)
+
+
+def find_weight_files(weights_dir: Path) -> list[Path]:
+    """The safetensors files of a folder: the single weight file, or the index and every shard it names."""
+    index_file = weights_dir / SAFE_WEIGHTS_INDEX_NAME
+    if index_file.is_file():
+        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+        absent = [name for name in shards if not (weights_dir / name).is_file()]
+        if absent:
+            raise PublishError(f"{index_file} names weight files that are missing: {absent}")
+        return [index_file, *(weights_dir / name for name in shards)]
+    if (weights_dir / SAFE_WEIGHTS_NAME).is_file():
+        return [weights_dir / SAFE_WEIGHTS_NAME]
+    raise PublishError(
+        f"{weights_dir} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}: the weights are missing "
+        "(save the model with save_pretrained, or pass the folder that holds them as weights / --weights)"
+    )
+
+
+def check_weights_fit(config: XGenMMConfig, source: Path, weight_files: list[Path]) -> torch.dtype:
+    """Compares the names and shapes in the safetensors headers with the model `config` builds (on the meta device,
+    nothing is loaded). Returns the dtype most of the weights have."""
+    shapes, dtypes = {}, collections.Counter()
+    for weight_file in weight_files:
+        if weight_file.suffix != ".safetensors":
+            continue
+        with safe_open(weight_file, framework="pt") as reader:
+            for key in reader.keys():
+                tensor = reader.get_slice(key)
+                shapes[key] = tuple(tensor.get_shape())
+                dtypes[tensor.get_dtype()] += 1
+    with torch.device("meta"):
+        model = XGenMMForConditionalGeneration(config)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = {
+        "missing": sorted(expected.keys() - shapes.keys()),
+        "unexpected": sorted(shapes.keys() - expected.keys()),
+        "wrong shape": [
+            f"{key} {shapes[key]} instead of {expected[key]}"
+            for key in sorted(expected.keys() & shapes.keys())
+            if shapes[key] != expected[key]
+        ],
+    }
+    if any(problems.values()):
+        summary = "; ".join(
+            f"{label} ({len(names)}): {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+            for label, names in problems.items()
+            if names
+        )
+        if any(key.startswith("vlm.") for key in problems["unexpected"]):
+            summary += "; these are original Salesforce names: convert the checkpoint with `xgenmm convert` first"
+        raise PublishError(f"the weights in {weight_files[0].parent} do not fit the config of {source}: {summary}")
+    dtype_name = dtypes.most_common(1)[0][0]
+    if dtype_name not in SAFETENSORS_DTYPES:
+        raise PublishError(f"the weights are {dtype_name}; expected one of {sorted(SAFETENSORS_DTYPES)}")
+    return SAFETENSORS_DTYPES[dtype_name]
+
+
+def find_tokenizer(tokenizer: str | os.PathLike | None, *folders: Path) -> str | os.PathLike:
+    if tokenizer is not None:
+        return tokenizer
+    for folder in folders:
+        if (folder / TOKENIZER_CONFIG_NAME).is_file():
+            return folder
+    raise PublishError(
+        f"no tokenizer files ({TOKENIZER_CONFIG_NAME} with tokenizer.json or tokenizer.model) in "
+        f"{' or '.join(str(folder) for folder in dict.fromkeys(folders))}; pass the tokenizer's folder or Hub repo id "
+        "as tokenizer / --tokenizer"
+    )
+
+
+def load_processor(source: Path, tokenizer: str | os.PathLike) -> XGenMMProcessor:
+    """The processor of `source` (image processor settings, chat template, tokens per view) with the tokenizer of
+    `tokenizer`."""
+    if not (source / PROCESSOR_NAME).is_file():
+        raise PublishError(
+            f"{source} has no {PROCESSOR_NAME}: save the processor there too (processor.save_pretrained), or "
+            "publish from the hub_configs folder of the variant with the weights given separately"
+        )
+    if Path(tokenizer) == source:
+        return AutoProcessor.from_pretrained(source)
+    # The released variants' tokenizer lives in another folder (often the original Phi-3 format, which
+    # XGenMMTokenizer completes with the image tokens): assemble the processor from its parts.
+    processor_dict, _ = XGenMMProcessor.get_processor_dict(source)
+    image_processor = AutoImageProcessor.from_pretrained(source)
+    return XGenMMProcessor.from_args_and_dict(
+        [image_processor, XGenMMTokenizer.from_pretrained(tokenizer)], processor_dict
+    )
+
+
+def load_generation_config(source: Path, weights_dir: Path, config: XGenMMConfig) -> GenerationConfig:
+    for folder in dict.fromkeys((source, weights_dir)):
+        if (folder / GENERATION_CONFIG_NAME).is_file():
+            return GenerationConfig.from_pretrained(folder)
+    return GenerationConfig.from_model_config(config)
+
+
+def stop_at_end_of_turn(
+    generation_config: GenerationConfig, config: XGenMMConfig, processor: XGenMMProcessor
+) -> GenerationConfig:
+    """Instruct models (any-resolution) end each turn with `<|end|>`: without it among the eos ids they talk on past
+    their answer (the released models' generation config had this bug once). Base models keep their eos."""
+    if not config.anyres:
+        return generation_config
+    end_id = processor.tokenizer.convert_tokens_to_ids(END_OF_TURN_TOKEN)
+    if end_id is None or end_id == processor.tokenizer.unk_token_id:
+        raise PublishError(f"the tokenizer has no {END_OF_TURN_TOKEN} token, which ends every instruct turn")
+    eos = generation_config.eos_token_id
+    eos = [] if eos is None else eos if isinstance(eos, list) else [eos]
+    if end_id not in eos:
+        logger.warning(f"Adding {END_OF_TURN_TOKEN} (id {end_id}) to eos_token_id {eos or None} so generation stops")
+        generation_config.eos_token_id = [end_id, *eos]
+    return generation_config
+
+
+def empty_output_folder(output_dir: str | os.PathLike) -> Path:
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise PublishError(f"{output_dir} exists and is not an empty folder; choose a new output folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    # Weights run to gigabytes: a hard link costs no space or time; across file systems it has to be a copy.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+__all__ = ["PublishError", "prepare_hub_folder", "publish"]
