@@ -47,10 +47,9 @@ def expected_encoding(processor, expanded_text: str, target_spans: list[tuple[in
     """Ids and labels computed without the collator: the tokenizer's character offsets decide, for each token,
     whether it lies inside one of `target_spans` (`None`: every token is a target); image tokens never are."""
     encoding = processor.tokenizer(expanded_text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [(0, len(expanded_text))] if target_spans is None else target_spans
     labels = [
-        token
-        if token != IMAGE_ID and (target_spans is None or any(low <= start and end <= high for low, high in target_spans))
-        else -100
+        token if token != IMAGE_ID and any(low <= start and end <= high for low, high in spans) else -100
         for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"])
     ]
     return encoding["input_ids"], labels
@@ -166,7 +165,8 @@ def test_collated_batch_runs_through_the_model(processor, images, tiny_config):
 
     torch.manual_seed(0)
     model = XGenMMForConditionalGeneration(tiny_config)
-    batch = XGenMMDataCollator(processor)(sft_rows(images, 2) + pretraining_rows(images, 2) + multi_image_rows(images, 1))
+    rows = sft_rows(images, 2) + pretraining_rows(images, 2) + multi_image_rows(images, 1)
+    batch = XGenMMDataCollator(processor)(rows)
     loss = model(**batch).loss
     logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
     targets = batch["labels"][:, 1:]

@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from modeling_xgenmm.training import XGenMMTrainingArguments
+
 from processing_helpers import synthetic_image
 
 
@@ -13,6 +15,13 @@ from processing_helpers import synthetic_image
 # too; 50x160 is 3x1 (4 views, 32 tokens).
 IMAGE_SIZES_WH = [(60, 30), (40, 100), (56, 56), (50, 160)]
 COLORS = ["red", "green", "blue", "yellow"]
+
+# The tiny Phi-3 (2 layers) has these linear layers; LoRA must adapt exactly them.
+LANGUAGE_MODEL_LINEAR_LAYERS = {
+    f"model.language_model.layers.{layer}.{name}"
+    for layer in range(2)
+    for name in ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
+}
 
 
 def single_torch_thread():
@@ -22,6 +31,22 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_args(output_dir, **overrides) -> XGenMMTrainingArguments:
+    """Tiny runs: 2 steps of 4 rows at learning rate 1e-3, the loss logged every step, no checkpoints."""
+    settings = dict(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    return XGenMMTrainingArguments(**{**settings, **overrides})
 
 
 def write_images(folder: Path) -> list[str]:
