@@ -81,7 +81,8 @@ class XGenMMTrainingArguments(TrainingArguments):
 
     - `bf16`: `None` (the default) means bf16 where `bf16_available()`, fp32 otherwise.
     - `remove_unused_columns`: `False`; the collator needs the raw rows (the Trainer would strip their keys).
-    - `activation_checkpointing`: on (non-reentrant), as the 4B released models need it to fit.
+    - `activation_checkpointing`: on (non-reentrant), as in TRL: about 20% more compute for much less activation
+      memory, which the 4B released models need on common GPUs.
     - `ddp_find_unused_parameters`: on, so that a batch without images (whose resampler gets no gradient) does not
       stall DDP; non-reentrant checkpointing works with it.
     - `use_cpu`: forced on where torch sees no accelerator, so that a multi-process launch trains data-parallel on
@@ -110,7 +111,14 @@ class XGenMMSFTConfig(SFTConfig):
 
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: where CUDA has bf16."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant turns only."})
-    max_length: int | None = field(default=2048, metadata={"help": "Longest sequence in tokens; images never cut."})
+    max_length: int | None = field(
+        default=2048, metadata={"help": "Longest sequence in tokens; a truncation that would cut an image raises."}
+    )
+    # TRL turns checkpointing on under the deprecated name, which warns; the same default under the new one.
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
+    activation_checkpointing: bool | None = field(
+        default=True, metadata={"help": "Activation checkpointing (non-reentrant)."}
+    )
 
     def __post_init__(self):
         _apply_policy(self)

@@ -46,6 +46,7 @@ def test_policy_defaults_of_the_sft_config(tmp_path):
     config = XGenMMSFTConfig(output_dir=str(tmp_path), report_to="none")
     assert config.assistant_only_loss is True and config.max_length == 2048
     assert config.bf16 is False  # TRL would turn bf16 on; here there is no CUDA
+    assert config.activation_checkpointing is True and config.gradient_checkpointing is True  # mirrored alias
 
 
 def test_trl_collator_labels_are_the_assistant_tokens_and_equal_ours(image_paths, tmp_path):
