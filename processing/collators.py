@@ -177,7 +177,7 @@ class XGenMMDataCollator:
                 cut = min(cut, start)
                 break
             kept_images += 1
-            kept_views += num_tokens // self.processor.image_seq_length
+            kept_views += self.processor.image_processor.get_num_image_views(size)
             first_token += num_tokens
         logger.warning_once(
             f"Truncating rows longer than max_length={self.max_length} tokens; images that would be cut are dropped "

@@ -122,6 +122,9 @@ def test_batch_is_right_padded_and_padding_is_never_a_target(processor, images):
     assert (batch["labels"][1, length:] == -100).all()
     assert batch["labels"][1, :length].tolist() == single[1]["labels"][0].tolist()
     assert batch["attention_mask"][0].all()
+    padded = XGenMMDataCollator(processor, pad_to_multiple_of=64)(rows)
+    assert padded["input_ids"].shape[1] == 64 * -(-batch["input_ids"].shape[1] // 64)
+    assert (padded["labels"][:, batch["input_ids"].shape[1] :] == -100).all()
 
 
 def test_text_only_batch_has_zero_views(processor):
