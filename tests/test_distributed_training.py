@@ -1,0 +1,61 @@
+"""Multi-process training: an example script launched unchanged with `accelerate launch` on 2 CPU processes (gloo)
+trains data-parallel and ends with identical weights on both ranks."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, TINY_RANDOM
+from modeling_xgenmm import XGenMMForConditionalGeneration
+from modeling_xgenmm.training import load_model_and_processor, weights_sha256
+from training_helpers import sft_rows, write_images, write_jsonl
+
+
+def free_port() -> int:
+    # Other jobs on this machine may hold accelerate's default port 29500.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("example", ["sft", "sft_trl"])
+def test_two_processes_train_data_parallel_and_end_with_identical_weights(example, tmp_path):
+    write_images(tmp_path)
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows([f"img/{index}.png" for index in range(4)], 16))
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        # `--multi_gpu` is the name of accelerate's torchrun launcher; without an accelerator the training
+        # arguments put each process on the CPU, with gloo. (`--cpu` alone starts one process unless MPI is used.)
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO_ROOT / "examples" / f"{example}.py"),
+        "--model", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir),
+        "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
+        "--report_to", "none", "--disable_tqdm", "true", "--print_weights_sha256",
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    # The ranks share stdout, so other output may precede a report on its line.
+    reports = re.findall(r"rank (\d) of (\d) \((\w+)\): weights sha256 ([0-9a-f]{64})\n", completed.stdout)
+    assert sorted(rank for rank, _, _, _ in reports) == ["0", "1"], completed.stdout
+    assert {(size, backend) for _, size, backend, _ in reports} == {("2", "gloo")}
+    digests = {digest for _, _, _, digest in reports}
+    assert len(digests) == 1
+
+    # 4 steps of 2 rows on each of 2 ranks cover the 16 rows once: the ranks shared the data.
+    assert json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())["epoch"] == 1.0
+    saved = XGenMMForConditionalGeneration.from_pretrained(output_dir)
+    assert weights_sha256(saved) == digests.pop() != weights_sha256(load_model_and_processor(TINY_RANDOM, seed=7)[0])
