@@ -1,0 +1,2 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""A synthetic world of coloured shapes and a one-command recipe that trains a small xGen-MM model on it."""
