@@ -1,7 +1,7 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Writes the processing files of every folder in `hub_configs/` (not a Hub file itself).
 
-The Phi-3 vocabulary cannot be downloaded here, so `tiny-random` gets a tiny tokenizer with the same layout scaled
+The Phi-3 vocabulary cannot be downloaded here, so `tiny-random` and `toy-world` get a tiny tokenizer with the same layout scaled
 down (`/work/shared/fixtures/official_tiny/token_map.json`): 995 ids, `<unk>` 0, `<s>` 1, `</s>` 2, the byte-fallback
 tokens `<0x00>`..`<0xFF>` at 3..258, BPE pieces learned from a small English corpus up to 979, then Phi-3's added
 tokens at 980..991 (`<|endoftext|>` ... `<|user|>`, `<pad>`) and xGen-MM's `<image>`, `<image placeholder>`,
@@ -28,6 +28,8 @@ from .tokenization_xgenmm import XGenMMTokenizer
 
 
 TINY_LEARNED_VOCAB_END = 980
+# The small models of hub_configs/ that use the tiny tokenizer: tests (tiny-random) and the toy world recipe.
+TINY_TOKENIZER_FOLDERS = ("tiny-random", "toy-world")
 # Phi-3's added tokens after its 32000-piece sentencepiece vocabulary, in id order (ids 32000..32011 for real).
 PHI3_ADDED_TOKENS = [
     "<|endoftext|>",
@@ -145,7 +147,7 @@ def write_hub_processing_files(hub_configs: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
         processor = build_processor(config, tokenizer)
         keep = ["processor_config.json", "chat_template.jinja"]
-        if folder.name == "tiny-random":
+        if folder.name in TINY_TOKENIZER_FOLDERS:
             keep += ["tokenizer.json", "tokenizer_config.json"]
         with tempfile.TemporaryDirectory() as saved:
             processor.save_pretrained(saved)

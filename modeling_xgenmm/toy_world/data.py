@@ -11,11 +11,13 @@ From a scene come the rows of every training stage, in the formats the package's
 - preference rows `{"images", "prompt", "chosen", "rejected"}` whose rejected answer names a colour, shape or count
   that is not in the image (a hallucination), for DPO.
 
-Everything is a pure function of a seed, so a held-out split is just another seed.
+Row `index` of a split is a pure function of the split's seed and `index` (`ToyWorldRows`), so a held-out split is
+just another seed.
 """
 
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -31,7 +33,7 @@ COLORS = {
     "purple": (140, 60, 180),
     "orange": (245, 140, 30),
 }
-SHAPES = ("circle", "square", "triangle", "star")
+SHAPES = ("circle", "square", "triangle", "cross")
 NUMBERS = ("zero", "one", "two", "three", "four")
 # Cells (columns, rows) of the three image layouts: a square image and two elongated ones.
 LAYOUTS = ((2, 2), (3, 1), (1, 3))
@@ -72,7 +74,7 @@ class Scene:
         draw = ImageDraw.Draw(image)
         rng = random.Random(self.seed)
         for cell in rng.sample(range(columns * rows), self.count):
-            radius = rng.uniform(0.26, 0.38) * CELL
+            radius = rng.uniform(0.3, 0.42) * CELL
             margin = CELL / 2 - radius
             center_x = (cell % columns) * CELL + CELL / 2 + rng.uniform(-margin, margin)
             center_y = (cell // columns) * CELL + CELL / 2 + rng.uniform(-margin, margin)
@@ -84,15 +86,21 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, radius
     if shape == "circle":
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill)
         return
-    corners = {"square": 4, "triangle": 3, "star": 10}[shape]
-    start = {"square": math.pi / 4, "triangle": -math.pi / 2, "star": -math.pi / 2}[shape] + angle
-    points = []
-    for index in range(corners):
-        # A star alternates outer and inner corners; squares and triangles use only outer ones.
-        reach = radius * (0.45 if shape == "star" and index % 2 else 1.0)
-        theta = start + 2 * math.pi * index / corners
-        points.append((x + reach * math.cos(theta), y + reach * math.sin(theta)))
-    draw.polygon(points, fill=fill)
+    if shape == "cross":
+        # A plus sign: two bars a third of the shape wide. Its silhouette differs from every other shape's even at
+        # the few pixels per feature of the toy views (a five-pointed star there reads as a blob).
+        arm = radius / 3
+        corners = [(arm, radius), (arm, arm), (radius, arm), (radius, -arm), (arm, -arm), (arm, -radius)]
+        outline = corners + [(-dx, -dy) for dx, dy in corners]
+    else:
+        sides = {"square": 4, "triangle": 3}[shape]
+        start = {"square": math.pi / 4, "triangle": -math.pi / 2}[shape]
+        outline = [
+            (radius * math.cos(start + 2 * math.pi * k / sides), radius * math.sin(start + 2 * math.pi * k / sides))
+            for k in range(sides)
+        ]
+    cos, sin = math.cos(angle), math.sin(angle)
+    draw.polygon([(x + dx * cos - dy * sin, y + dx * sin + dy * cos) for dx, dy in outline], fill=fill)
 
 
 def random_scene(rng: random.Random) -> Scene:
@@ -108,67 +116,59 @@ def chat(content: list[dict], answer: str) -> list[dict]:
     ]
 
 
-def caption_rows(num_rows: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(num_rows):
-        scene = random_scene(rng)
-        rows.append({"image": scene.render(), "caption": scene.caption()})
-    return rows
+class ToyWorldRows(Sequence):
+    """`size` rows made by `make_row(rng, index)`; row `index` is rendered on access from its own seed, so a dataset
+    of any size costs no memory and a held-out split is just another `seed`."""
+
+    def __init__(self, make_row: Callable[[random.Random, int], dict], size: int, seed: int):
+        self.make_row, self.size, self.seed = make_row, size, seed
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.size:
+            raise IndexError(f"row {index} of {self.size}")
+        return self.make_row(random.Random(self.seed * 1_000_003 + index), index)
 
 
-def document_rows(num_rows: int, seed: int, max_images: int = 3) -> list[dict]:
-    """Interleaved documents: 2..max_images captioned images, chunks separated by `<|endofchunk|>`."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(num_rows):
-        scenes = [random_scene(rng) for _ in range(rng.randint(2, max_images))]
-        text = "".join(f"<image>{scene.caption()}<|endofchunk|>" for scene in scenes)
-        rows.append({"text": text, "images": [scene.render() for scene in scenes]})
-    return rows
+def caption_row(rng: random.Random, index: int) -> dict:
+    scene = random_scene(rng)
+    return {"image": scene.render(), "caption": scene.caption()}
 
 
-def question_rows(num_rows: int, seed: int) -> list[dict]:
-    """Single-image questions, colour / shape / count in turn; each row also says its `kind` and `answer`."""
-    rng = random.Random(seed)
-    rows = []
-    for index in range(num_rows):
-        scene = random_scene(rng)
-        kind = list(QUESTIONS)[index % len(QUESTIONS)]
-        content = [{"type": "image"}, {"type": "text", "text": QUESTIONS[kind]}]
-        answer = scene.answer(kind)
-        rows.append({"messages": chat(content, answer), "images": [scene.render()], "kind": kind, "answer": answer})
-    return rows
+def document_row(rng: random.Random, index: int, max_images: int = 3) -> dict:
+    """An interleaved document: 2..max_images captioned images, chunks separated by `<|endofchunk|>`."""
+    scenes = [random_scene(rng) for _ in range(rng.randint(2, max_images))]
+    text = "".join(f"<image>{scene.caption()}<|endofchunk|>" for scene in scenes)
+    return {"text": text, "images": [scene.render() for scene in scenes]}
 
 
-def pair_rows(num_rows: int, seed: int) -> list[dict]:
-    """Two-image questions with balanced answers (same or different shape / colour; which has more shapes)."""
-    rng = random.Random(seed)
-    rows = []
-    for index in range(num_rows):
-        kind = list(PAIR_QUESTIONS)[index % len(PAIR_QUESTIONS)]
-        first, second = random_scene(rng), random_scene(rng)
-        if kind == "more":
-            while second.count == first.count:
-                second = random_scene(rng)
-            answer = "first" if first.count > second.count else "second"
-        else:
-            attribute = "shape" if kind == "same_shape" else "color"
-            same = rng.random() < 0.5
-            value = getattr(first, attribute)
-            while (getattr(second, attribute) == value) != same:
-                second = random_scene(rng)
-            answer = "yes" if same else "no"
-        content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PAIR_QUESTIONS[kind]}]
-        rows.append(
-            {
-                "messages": chat(content, answer),
-                "images": [first.render(), second.render()],
-                "kind": kind,
-                "answer": answer,
-            }
-        )
-    return rows
+def question_row(rng: random.Random, index: int) -> dict:
+    """A single-image question, colour / shape / count in turn; the row also says its `kind` and `answer`."""
+    scene = random_scene(rng)
+    kind = list(QUESTIONS)[index % len(QUESTIONS)]
+    content = [{"type": "image"}, {"type": "text", "text": QUESTIONS[kind]}]
+    answer = scene.answer(kind)
+    return {"messages": chat(content, answer), "images": [scene.render()], "kind": kind, "answer": answer}
+
+
+def pair_row(rng: random.Random, index: int) -> dict:
+    """A two-image question with balanced answers (same or different shape / colour; which has more shapes)."""
+    kind = list(PAIR_QUESTIONS)[index % len(PAIR_QUESTIONS)]
+    first, second = random_scene(rng), random_scene(rng)
+    if kind == "more":
+        while second.count == first.count:
+            second = random_scene(rng)
+        answer = "first" if first.count > second.count else "second"
+    else:
+        attribute = "shape" if kind == "same_shape" else "color"
+        same = rng.random() < 0.5
+        while (getattr(second, attribute) == getattr(first, attribute)) != same:
+            second = random_scene(rng)
+        answer = "yes" if same else "no"
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PAIR_QUESTIONS[kind]}]
+    return {"messages": chat(content, answer), "images": [first.render(), second.render()], "kind": kind, "answer": answer}
 
 
 def hallucination(scene: Scene, kind: str, rng: random.Random) -> str:
@@ -181,23 +181,18 @@ def hallucination(scene: Scene, kind: str, rng: random.Random) -> str:
     return rng.choice(options)
 
 
-def preference_rows(num_rows: int, seed: int) -> list[dict]:
-    """DPO rows in TRL's vision format: chosen = the correct answer, rejected = a hallucinated one."""
-    rng = random.Random(seed)
-    rows = []
-    for index in range(num_rows):
-        scene = random_scene(rng)
-        kind = list(QUESTIONS)[index % len(QUESTIONS)]
-        prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[kind]}]}]
-        rows.append(
-            {
-                "images": [scene.render()],
-                "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": [{"type": "text", "text": scene.answer(kind)}]}],
-                "rejected": [
-                    {"role": "assistant", "content": [{"type": "text", "text": hallucination(scene, kind, rng)}]}
-                ],
-                "kind": kind,
-            }
-        )
-    return rows
+def preference_row(rng: random.Random, index: int) -> dict:
+    """A DPO row in TRL's vision format: chosen = the correct answer, rejected = a hallucinated one."""
+    scene = random_scene(rng)
+    kind = list(QUESTIONS)[index % len(QUESTIONS)]
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[kind]}]}]
+    wrong = hallucination(scene, kind, rng)
+    return {
+        "images": [scene.render()],
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": [{"type": "text", "text": scene.answer(kind)}]}],
+        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": wrong}]}],
+        "kind": kind,
+        "answer": scene.answer(kind),
+        "hallucination": wrong,
+    }

@@ -1,0 +1,158 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""The toy-world recipe: a small randomly initialised xGen-MM model learns to see coloured shapes, through the same
+stages, collator and `transformers.Trainer` as the real recipe, on a CPU in minutes.
+
+1. Pretraining on caption pairs and interleaved documents (the vision tower trains too: it starts random).
+2. Supervised fine-tuning on single-image questions (colour, shape, count) and two-image questions, the vision tower
+   frozen as in the released recipe.
+3. Evaluation on held-out splits (other seeds): greedy answers, exact match per question kind.
+
+    xgenmm toy-world --output-dir runs/toy-world
+"""
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import ConcatDataset
+from transformers.utils import logging
+
+from xgenmm_processing.rows import fill_image_blocks
+
+from ..training import XGenMMTrainingArguments, load_model_and_processor, train_stage
+from .data import PAIR_QUESTIONS, QUESTIONS, ToyWorldRows, caption_row, document_row, pair_row, question_row
+
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "hub_configs" / "toy-world"
+SINGLE_IMAGE_KINDS = tuple(QUESTIONS)
+TWO_IMAGE_KINDS = tuple(PAIR_QUESTIONS)
+
+
+@dataclass
+class ToyWorldSettings:
+    """Sizes of the run. The defaults reach the targets (>= 90% single-image, >= 80% two-image) in about ten minutes
+    on two CPU cores; `quick()` is a shortened run for tests."""
+
+    pretrain_steps: int = 1200
+    sft_steps: int = 1800
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    warmup_steps: int = 100
+    eval_rows: int = 300
+    seed: int = 0
+    freeze_vision_in_sft: bool = True
+
+    @classmethod
+    def quick(cls) -> "ToyWorldSettings":
+        return cls(pretrain_steps=150, sft_steps=250, eval_rows=60)
+
+
+def stage_arguments(output_dir: Path, steps: int, settings: ToyWorldSettings) -> XGenMMTrainingArguments:
+    return XGenMMTrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        lr_scheduler_type="cosine",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        # A model of a few MB: activations are small, recomputing them would only cost time.
+        activation_checkpointing=False,
+        logging_steps=max(steps // 10, 1),
+        save_strategy="no",
+        report_to=[],
+        seed=settings.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+@torch.no_grad()
+def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers per question kind (answers are single words)."""
+    model.eval()
+    correct = defaultdict(list)
+    for start in range(0, len(rows), batch_size):
+        batch = [rows[index] for index in range(start, min(start + batch_size, len(rows)))]
+        inputs = processor.apply_chat_template(
+            [fill_image_blocks(row["messages"][:-1], row["images"]) for row in batch],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True, "padding_side": "left"},
+        )
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        answers = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
+        for row, answer in zip(batch, answers):
+            correct[row["kind"]].append(answer.strip().rstrip(".").lower() == row["answer"])
+    return {kind: sum(hits) / len(hits) for kind, hits in correct.items()}
+
+
+def run_toy_world(
+    output_dir: str | os.PathLike,
+    settings: ToyWorldSettings | None = None,
+    config_dir: str | os.PathLike = DEFAULT_CONFIG,
+) -> dict[str, float]:
+    """Trains the toy-world model (pretrain -> SFT), saves it with its processor to `output_dir`, and returns the
+    held-out accuracy per question kind plus `single_image` and `two_image` averages."""
+    settings = settings or ToyWorldSettings()
+    output_dir = Path(output_dir)
+    config_dir = Path(config_dir)
+    if not (config_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no toy-world config at {config_dir}; run from a checkout of xgen-mm or pass the hub_configs/toy-world "
+            "folder explicitly"
+        )
+    started = time.perf_counter()
+    model, processor = load_model_and_processor(config_dir, seed=settings.seed)
+
+    pretrain_rows = ConcatDataset(
+        [
+            ToyWorldRows(caption_row, settings.pretrain_steps * settings.batch_size // 2, seed=settings.seed + 1),
+            ToyWorldRows(document_row, settings.pretrain_steps * settings.batch_size // 2, seed=settings.seed + 2),
+        ]
+    )
+    train_stage(
+        model,
+        processor,
+        pretrain_rows,
+        "pretrain",
+        stage_arguments(output_dir / "pretrain", settings.pretrain_steps, settings),
+        freeze_vision=False,
+    )
+
+    sft_rows = ConcatDataset(
+        [
+            ToyWorldRows(question_row, settings.sft_steps * settings.batch_size // 2, seed=settings.seed + 3),
+            ToyWorldRows(pair_row, settings.sft_steps * settings.batch_size // 2, seed=settings.seed + 4),
+        ]
+    )
+    trainer, _ = train_stage(
+        model,
+        processor,
+        sft_rows,
+        "interleaved_sft",
+        stage_arguments(output_dir / "sft", settings.sft_steps, settings),
+        freeze_vision=settings.freeze_vision_in_sft,
+    )
+    trainer.save_model(str(output_dir / "model"))
+
+    held_out = ConcatDataset(
+        [
+            ToyWorldRows(question_row, settings.eval_rows, seed=settings.seed + 1000),
+            ToyWorldRows(pair_row, settings.eval_rows, seed=settings.seed + 1001),
+        ]
+    )
+    accuracy = answer_accuracy(model, processor, held_out)
+    accuracy["single_image"] = sum(accuracy[kind] for kind in SINGLE_IMAGE_KINDS) / len(SINGLE_IMAGE_KINDS)
+    accuracy["two_image"] = sum(accuracy[kind] for kind in TWO_IMAGE_KINDS) / len(TWO_IMAGE_KINDS)
+    logger.info(f"toy world trained and evaluated in {time.perf_counter() - started:.0f} s")
+    return accuracy
