@@ -150,6 +150,20 @@ VARIANTS: dict[str, VariantFacts] = {
         released=False,
         random_weights=True,
     ),
+    "toy-world": VariantFacts(
+        title="xGen-MM toy world",
+        summary=(
+            "A small xGen-MM configuration (a 2-layer SigLIP tower on 32-pixel views, a 2-layer perceiver "
+            "resampler and a 2-layer Phi-3 language model with the 995-token tokenizer) for the toy-world recipe: "
+            "`xgenmm toy-world` pretrains it from random weights on synthetic coloured-shape scenes, fine-tunes it "
+            "on single- and two-image questions and reports held-out exact-match accuracy, in minutes on a CPU. "
+            "This folder holds the configuration only; the recipe writes the trained weights."
+        ),
+        training="None in this folder: `xgenmm toy-world --output-dir DIR` trains it (pretraining, then SFT).",
+        license="apache-2.0",
+        released=False,
+        random_weights=True,
+    ),
 }
 
 COMMON_LIMITATIONS = (

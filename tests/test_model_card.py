@@ -32,7 +32,7 @@ def load_card(variant: str) -> ModelCard:
 
 
 def test_every_hub_configs_folder_has_its_generated_readme(tmp_path):
-    assert {folder.name for folder in VARIANT_FOLDERS} == {BASE, SINGLE_IMAGE, INTERLEAVE, DPO, "tiny-random"}
+    assert {folder.name for folder in VARIANT_FOLDERS} == {BASE, SINGLE_IMAGE, INTERLEAVE, DPO, "tiny-random", "toy-world"}
     for folder in VARIANT_FOLDERS:
         hub_config_card(folder).save(tmp_path / f"{folder.name}.md")
         assert (tmp_path / f"{folder.name}.md").read_text() == (folder / "README.md").read_text(), (
@@ -48,7 +48,7 @@ def test_readme_metadata_has_what_the_hub_needs(variant):
     assert data.library_name == "transformers"
     assert {"custom_code", "multimodal", "xgen-mm"} <= set(data.tags)
     assert ("conversational" in data.tags) == instruct
-    if variant == "tiny-random":
+    if variant in ("tiny-random", "toy-world"):
         assert data.license == "apache-2.0" and data.base_model is None
     else:
         assert data.base_model == f"Salesforce/{variant}"

@@ -74,6 +74,18 @@ def stage_arguments(output_dir: Path, steps: int, settings: ToyWorldSettings) ->
     )
 
 
+def format_accuracy_table(accuracy: dict[str, float]) -> str:
+    """The held-out accuracy per question kind, then the single- and two-image means against their targets."""
+    lines = ["Held-out exact-match accuracy", "", f"{'question':<56}{'accuracy':>9}"]
+    for kind, question in {**QUESTIONS, **PAIR_QUESTIONS}.items():
+        lines.append(f"{question:<56}{accuracy[kind]:>9.1%}")
+    lines.append("")
+    for name, target in (("single_image", 0.9), ("two_image", 0.8)):
+        verdict = "meets" if accuracy[name] >= target else "BELOW"
+        lines.append(f"{name.replace('_', '-') + ' questions':<56}{accuracy[name]:>9.1%}  ({verdict} the {target:.0%} target)")
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
     """Exact-match accuracy of greedy answers per question kind (answers are single words)."""
