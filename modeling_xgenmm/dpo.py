@@ -42,6 +42,9 @@ from .training import _apply_policy, _xgenmm_backbone, freeze_vision_tower, lora
 
 logger = logging.get_logger(__name__)
 
+# The report adapts ~2.5% of the language model's weights with LoRA; rank 64 on every linear layer of Phi-3-mini is
+# 100.7M weights, 2.6% of its 3.82B.
+LORA_RANK = 64
 MESSAGES = List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})})
 PREFERENCE_FEATURES = Features(
     {
@@ -105,16 +108,18 @@ def _holds_image(messages: list[dict], image_token: str) -> bool:
     return False
 
 
-def normalize_preference_row(row: dict, image_token: str = "<image>", require_images: bool = True) -> dict:
+def normalize_preference_row(
+    row: dict, image_token: str = "<image>", require_images: bool = True, position: int | None = None
+) -> dict:
     """A preference row in the one form the collator and `datasets` features hold: `prompt`, `chosen` and
     `rejected` as messages with list content (text blocks and bare `{"type": "image"}` placeholders) and `images`
     filling the prompt's placeholders in order (`image` is accepted for one image; string content may hold `<image>`
     markers; image blocks may carry their own payload). Keeps `id` when there is one.
 
     Raises `ValueError` naming the row when keys are missing, images and placeholders differ in number, a completion
-    holds an image, or (with `require_images`) the row has no image.
+    holds an image, or (with `require_images`) the row has no image; `position` (in a batch) names rows without `id`.
     """
-    name = describe_preference_row(row)
+    name = describe_preference_row(row, position)
     missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
     if missing:
         raise ValueError(
@@ -149,10 +154,10 @@ def _as_messages(value: Any, role: str) -> list[dict]:
 
 
 def describe_preference_row(row: Any, position: int | None = None) -> str:
-    """A short name for a row in messages: its `id`, else its position in the batch, else its keys."""
+    """A short name for a row in messages: its `id`, else its position (in the batch or the row list), else its keys."""
     if isinstance(row, dict) and row.get("id") is not None:
         return f"id {row['id']!r}"
-    return f"at position {position} of the batch" if position is not None else describe_row(row)
+    return f"at position {position}" if position is not None else describe_row(row)
 
 
 def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<image>", require_images: bool = True):
@@ -163,12 +168,31 @@ def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<imag
         return rows
     normalized = []
     for index in range(len(rows)):
-        row = normalize_preference_row(rows[index], image_token, require_images)
+        row = normalize_preference_row(rows[index], image_token, require_images, index)
         check_image_files(row["images"])
         normalized.append({"id": str(index), **row})
     if not normalized:
         raise ValueError("no preference rows")
     return Dataset.from_list(normalized, features=PREFERENCE_FEATURES)
+
+
+@dataclass
+class DPOScriptArguments:
+    """What the DPO example scripts take besides `XGenMMDPOConfig`."""
+
+    model: str = field(metadata={"help": "Model folder or Hub id (the SFT model), saved with its processor."})
+    data: list[str] = field(metadata={"help": "Dataset files (the example's format)."})
+    images_dir: str | None = field(default=None, metadata={"help": "Image folder; default: the data file's folder."})
+    lora: bool = field(default=True, metadata={"help": "LoRA on the language model (the report); False: full DPO."})
+    lora_r: int = field(default=LORA_RANK, metadata={"help": "LoRA rank (64: ~2.6% of Phi-3-mini's weights)."})
+    lora_alpha: int = field(default=2 * LORA_RANK, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    freeze_resampler: bool = field(default=True, metadata={"help": "Keep the resampler fixed in full DPO."})
+
+    def lora_config(self, model: PreTrainedModel) -> LoraConfig | bool:
+        if not self.lora:
+            return False
+        return lora_config(model, r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
 
 
 @dataclass
@@ -206,7 +230,7 @@ class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
         rows, names = [], []
         for position, example in enumerate(examples):
             names.append(describe_preference_row(example, position))
-            rows.append(normalize_preference_row(example, processor.image_token, self.require_images))
+            rows.append(normalize_preference_row(example, processor.image_token, self.require_images, position))
         prompts, completions = [], {"chosen": [], "rejected": []}
         for row in rows:
             text = apply_chat_template(
@@ -411,8 +435,8 @@ def build_dpo_trainer(
         args: `XGenMMDPOConfig` (default) or any `DPOConfig`.
         ref_model: the reference for full DPO; by default a frozen copy of `model` as it is now. Not allowed with
             LoRA, where the reference is `model` with its adapters disabled (as in the report).
-        lora: `True` (default, as in the report) for `lora_config(model)` (the language model's linear layers), a
-            `LoraConfig`, or `False` for full DPO.
+        lora: `True` (default, as in the report) for LoRA of rank `LORA_RANK` on the language model's linear layers
+            (`lora_config`), a `LoraConfig`, or `False` for full DPO.
         freeze_vision, freeze_resampler: keep the vision tower / the resampler fixed (both by default: DPO adapts the
             language model's answers, and frozen image features can be shared across the step). With LoRA only
             adapters train anyway.
@@ -431,7 +455,7 @@ def build_dpo_trainer(
         _xgenmm_backbone(model).resampler.requires_grad_(False)
     peft_config = None
     if lora:
-        peft_config = lora if isinstance(lora, LoraConfig) else lora_config(model)
+        peft_config = lora if isinstance(lora, LoraConfig) else lora_config(model, LORA_RANK, 2 * LORA_RANK)
     elif ref_model is None:
         # TRL would reload the reference from `config._name_or_path`, which a model built in memory does not have.
         ref_model = copy.deepcopy(model).requires_grad_(False)
@@ -490,6 +514,8 @@ def preference_accuracy(model: nn.Module, processor, rows: Sequence[dict], batch
 
 
 __all__ = [
+    "LORA_RANK",
+    "DPOScriptArguments",
     "XGenMMDPOConfig",
     "XGenMMDPOTrainer",
     "XGenMMPreferenceCollator",
