@@ -87,10 +87,11 @@ def format_accuracy_table(accuracy: dict[str, float]) -> str:
 
 
 @torch.no_grad()
-def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
-    """Exact-match accuracy of greedy answers per question kind (answers are single words)."""
+def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32) -> list[str]:
+    """Greedy answers to the question rows (their last turn, the answer, left out), normalised: stripped, without a
+    final full stop, lower case."""
     model.eval()
-    correct = defaultdict(list)
+    answers = []
     for start in range(0, len(rows), batch_size):
         batch = [rows[index] for index in range(start, min(start + batch_size, len(rows)))]
         inputs = processor.apply_chat_template(
@@ -102,9 +103,16 @@ def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32
             processor_kwargs={"padding": True, "padding_side": "left"},
         )
         generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        answers = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
-        for row, answer in zip(batch, answers):
-            correct[row["kind"]].append(answer.strip().rstrip(".").lower() == row["answer"])
+        decoded = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
+        answers.extend(answer.strip().rstrip(".").lower() for answer in decoded)
+    return answers
+
+
+def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers per question kind (answers are single words)."""
+    correct = defaultdict(list)
+    for index, answer in enumerate(greedy_answers(model, processor, rows, batch_size)):
+        correct[rows[index]["kind"]].append(answer == rows[index]["answer"])
     return {kind: sum(hits) / len(hits) for kind, hits in correct.items()}
 
 
