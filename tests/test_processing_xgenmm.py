@@ -4,9 +4,6 @@ inputs fail with clear messages, and a saved folder works where this package is 
 import itertools
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoProcessor
 
-from conftest import HUB_CONFIGS, REPO_ROOT, TINY_RANDOM
+from conftest import HUB_CONFIGS, TINY_RANDOM
+from isolation import run_isolated
 from modeling_xgenmm import XGenMMConfig, XGenMMModel
 from processing_helpers import as_base64, png_bytes, synthetic_image, tiny_processor
 from xgenmm_processing import XGenMMImageProcessor, XGenMMProcessor
@@ -334,32 +332,21 @@ def test_auto_processor_loads_the_registered_classes():
     assert processor._get_num_multimodal_tokens(image_sizes=[(30, 60), (56, 56)]).num_image_tokens == [24, 24]
 
 
-FRESH_PROCESS = textwrap.dedent(
-    """
-    import sys
-    # Nothing of this project may be importable: drop its editable-install finder and any path into the repository.
-    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
-    sys.path[:] = [entry for entry in sys.path if not entry.startswith(sys.argv[1])]
-    for name in ("modeling_xgenmm", "xgenmm_processing"):
-        try:
-            __import__(name)
-        except ModuleNotFoundError:
-            continue
-        raise SystemExit(f"{name} is importable in the fresh process")
-    import torch
-    from transformers import AutoProcessor
-    processor = AutoProcessor.from_pretrained(sys.argv[2], trust_remote_code=True)
-    assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
-    conversation = [{"role": "user", "content": [
-        {"type": "image", "path": sys.argv[3]}, {"type": "image", "path": sys.argv[4]},
-        {"type": "text", "text": "Which one has more red?"},
-    ]}]
-    out = processor.apply_chat_template(
-        conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
-    torch.save({key: out[key] for key in ("input_ids", "pixel_values", "image_sizes")}, sys.argv[5])
-    """
+FRESH_PROCESS = """
+import torch
+from transformers import AutoProcessor
+processor = AutoProcessor.from_pretrained({folder!r}, trust_remote_code=True)
+assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
+conversation = [{{"role": "user", "content": [
+    {{"type": "image", "path": {paths[0]!r}}}, {{"type": "image", "path": {paths[1]!r}}},
+    {{"type": "text", "text": "Which one has more red?"}},
+]}}]
+out = processor.apply_chat_template(
+    conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
 )
+torch.save({{key: out[key] for key in ("input_ids", "pixel_values", "image_sizes")}}, {result!r})
+print("{{}}")
+"""
 
 
 def test_saved_folder_loads_with_remote_code_in_a_fresh_process_without_this_package(processor, tmp_path):
@@ -371,16 +358,7 @@ def test_saved_folder_loads_with_remote_code_in_a_fresh_process_without_this_pac
         paths.append(str(tmp_path / f"image{index}.png"))
         synthetic_image("RGB", width, height, seed=index).save(paths[-1])
     result = tmp_path / "fresh.pt"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH_PROCESS, str(REPO_ROOT), str(folder), *paths, str(result)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_isolated(FRESH_PROCESS.format(folder=str(folder), paths=paths, result=str(result)), cwd=tmp_path, timeout=300)
     fresh = torch.load(result)
     conversation = [
         user_turn(
