@@ -97,8 +97,8 @@ def mode_settings(mode: str, compile_backend: str) -> tuple[str, dict]:
     """The attention implementation and the `generate` arguments of a mode."""
     if mode == "static_compile":
         # "reduce-overhead" (CUDA graphs) is an inductor mode; other backends take no mode
-        mode = "reduce-overhead" if compile_backend == "inductor" else None
-        compile_config = CompileConfig(fullgraph=True, backend=compile_backend, mode=mode)
+        compile_mode = "reduce-overhead" if compile_backend == "inductor" else None
+        compile_config = CompileConfig(fullgraph=True, backend=compile_backend, mode=compile_mode)
         compile_config._compile_all_devices = True  # transformers compiles on GPUs only unless told
         return "sdpa", {"cache_implementation": "static", "compile_config": compile_config}
     if mode in ("eager", "sdpa"):
