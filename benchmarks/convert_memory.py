@@ -12,8 +12,6 @@ relative to the output size (target: <= 1.3, i.e. never a second full copy of th
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from transformers import Phi3Config, Phi3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+from peak_memory import peak_rss_in_fresh_process
 
 
 GB = 1024**3
@@ -36,22 +36,6 @@ SIGLIP_SO400M = {
 }
 INITIAL_TOKENIZER_LEN = 32012
 GRIDS_WH = [[384, 768], [768, 384], [768, 768], [1152, 384], [384, 1152]]
-
-# Runs in the converting process: RSS after imports is the baseline, the kernel's high-water mark of this process's
-# memory (VmHWM) the peak. Not `ru_maxrss`: Linux carries the parent's peak into it across fork and exec.
-CHILD = """
-import json, sys
-from pathlib import Path
-from modeling_xgenmm.cli import main
-
-def status_bytes(field):
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-    return int(line.split()[1]) * 1024
-
-baseline = status_bytes("VmRSS:")
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "baseline": baseline, "peak": status_bytes("VmHWM:")}))
-"""
 
 
 def original_shapes(phi3_layers: int, siglip_layers: int) -> dict[str, torch.Size]:
@@ -119,14 +103,12 @@ def write_random_original(folder: Path, phi3_layers: int, siglip_layers: int, dt
 
 
 def convert_and_measure(original: Path, output: Path, dtype: str, max_shard_size: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, "convert", str(original), str(output), "--dtype", dtype,
-         "--max-shard-size", max_shard_size],
-        capture_output=True,
-        text=True,
-        check=True,
+    """Converts in a fresh process through the `xgenmm` command line; its baseline and peak RSS, and the output size."""
+    measured = peak_rss_in_fresh_process(
+        "from modeling_xgenmm.cli import main",
+        "result = {'code': main(sys.argv[1:])}",
+        ["convert", str(original), str(output), "--dtype", dtype, "--max-shard-size", max_shard_size],
     )
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
     measured["output"] = sum(path.stat().st_size for path in output.glob("*.safetensors"))
     return measured
 

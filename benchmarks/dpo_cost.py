@@ -14,6 +14,7 @@ import copy
 import statistics
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -34,13 +35,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMON = dict(report_to="none", disable_tqdm=True, save_strategy="no", seed=0)
 
 
+def toy_preference_rows(count: int) -> list[dict]:
+    """The first `count` toy-world preference rows (seed 7): images, prompt, chosen and rejected answers."""
+    split = ToyWorldRows(preference_row, count, seed=7)
+    return [split[index] for index in range(count)]
+
+
 def sft_row(row: dict) -> dict:
     return {"messages": row["prompt"] + row["chosen"], "images": row["images"]}
 
 
-def step_times(trainer, batch: dict, repeats: int) -> tuple[list[float], int]:
-    """Seconds of `repeats` training steps on `batch`, and the image views the vision towers (policy and reference)
-    encode in one step."""
+def step_times(
+    trainer, batch: dict, repeats: int, first_step: AbstractContextManager | None = None
+) -> tuple[list[float], int]:
+    """Seconds of `repeats` training steps on `batch` after an untimed first step (run inside `first_step`, e.g. a
+    memory measurement), and the image views the vision towers (policy and reference) encode in one step."""
     model = trainer.model
     model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this bypasses
@@ -55,7 +64,8 @@ def step_times(trainer, batch: dict, repeats: int) -> tuple[list[float], int]:
                 lambda tower, args, kwargs: views.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
             )
         )
-    trainer.training_step(model, batch)  # warm-up, and the view count
+    with first_step or nullcontext():
+        trainer.training_step(model, batch)  # warm-up, and the view count
     for hook in hooks:
         hook.remove()
     times = []
@@ -65,6 +75,35 @@ def step_times(trainer, batch: dict, repeats: int) -> tuple[list[float], int]:
         trainer.training_step(model, batch)
         times.append(time.perf_counter() - start)
     return times, sum(views)
+
+
+def freeze_image_path(model) -> None:
+    """Freezes the vision tower and the resampler, as every trainer here does (only the language model trains)."""
+    freeze_vision_tower(model)
+    model.model.resampler.requires_grad_(False)
+
+
+def sft_trainer_and_batch(model, processor, rows: list[dict], output_dir: str, lora: bool) -> tuple:
+    """`transformers.Trainer` + `XGenMMDataCollator` training on each row's prompt and chosen answer, and the batch of
+    all `rows` it collates, on the trainer's device."""
+    args = XGenMMTrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=len(rows), activation_checkpointing=False, **COMMON
+    )
+    trainer = build_trainer(model, processor, [sft_row(row) for row in rows], "sft", args, lora=lora)
+    return trainer, trainer._prepare_inputs(trainer.data_collator([sft_row(row) for row in rows]))
+
+
+def xgenmm_dpo_trainer_and_batch(model, processor, rows: list[dict], output_dir: str, lora: bool, share: bool) -> tuple:
+    """`XGenMMDPOTrainer` (with or without shared image features) and the batch of all `rows` it collates."""
+    args = XGenMMDPOConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=len(rows),
+        share_image_features=share,
+        activation_checkpointing=False,
+        **COMMON,
+    )
+    trainer = build_dpo_trainer(model, processor, rows, args, lora=lora_config(model) if lora else False)
+    return trainer, trainer._prepare_inputs(trainer.data_collator(rows))
 
 
 def main():
@@ -77,22 +116,16 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    rows = [ToyWorldRows(preference_row, args.batch_size, seed=7)[index] for index in range(args.batch_size)]
+    rows = toy_preference_rows(args.batch_size)
     output_dir = tempfile.mkdtemp()
 
     def fresh_model():
         model, processor = load_model_and_processor(args.config, seed=0)
-        freeze_vision_tower(model)
-        model.model.resampler.requires_grad_(False)
+        freeze_image_path(model)
         return model, processor
 
     results = []
-    model, processor = fresh_model()
-    sft_args = XGenMMTrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=args.batch_size, activation_checkpointing=False, **COMMON
-    )
-    trainer = build_trainer(model, processor, [sft_row(row) for row in rows], "sft", sft_args, lora=not args.full)
-    batch = trainer._prepare_inputs(trainer.data_collator([sft_row(row) for row in rows]))
+    trainer, batch = sft_trainer_and_batch(*fresh_model(), rows, output_dir, lora=not args.full)
     results.append(("SFT (Trainer, XGenMMDataCollator)", *step_times(trainer, batch, args.repeats)))
 
     model, processor = fresh_model()
@@ -115,18 +148,7 @@ def main():
     results.append(("DPO, TRL DPOTrainer (TRL collator)", *step_times(trainer, batch, args.repeats)))
 
     for share, name in ((False, "DPO, XGenMMDPOTrainer, TRL path"), (True, "DPO, XGenMMDPOTrainer, shared images")):
-        model, processor = fresh_model()
-        dpo_args = XGenMMDPOConfig(
-            output_dir=output_dir,
-            per_device_train_batch_size=args.batch_size,
-            share_image_features=share,
-            activation_checkpointing=False,
-            **COMMON,
-        )
-        trainer = build_dpo_trainer(
-            model, processor, rows, dpo_args, lora=lora_config(model) if not args.full else False
-        )
-        batch = trainer._prepare_inputs(trainer.data_collator(rows))
+        trainer, batch = xgenmm_dpo_trainer_and_batch(*fresh_model(), rows, output_dir, not args.full, share)
         results.append((name, *step_times(trainer, batch, args.repeats)))
 
     setting = "full DPO of the language model" if args.full else "LoRA on the language model"

@@ -1,0 +1,130 @@
+"""The benchmark command (`benchmarks/run.py`): the tiny preset as a CI smoke test, the refusal of the full preset
+without a GPU, and the GPU ceilings' arithmetic, run on the CPU."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+
+
+BENCHMARKS = REPO_ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmark scripts import each other as sibling modules
+
+from generation_speed import MODES, generation_inputs  # noqa: E402
+from gpu_ceilings import ceilings, decode_weight_bytes  # noqa: E402
+from run import (  # noqa: E402
+    BATCH_SIZES,
+    PRESETS,
+    TOKENIZER_FOLDER,
+    build_model,
+    checks_section,
+    preset_config,
+    report,
+    run,
+)
+
+from xgenmm_processing import XGenMMTokenizer  # noqa: E402
+from xgenmm_processing.build_hub_processing import build_processor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("bench") / "tiny.json"
+    command = [sys.executable, str(BENCHMARKS / "run.py"), "--preset", "tiny", "--threads", "1", "--json", str(path)]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=110)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Targets" in completed.stdout
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_processor():
+    tokenizer = XGenMMTokenizer.from_pretrained(TOKENIZER_FOLDER)
+    config = preset_config(PRESETS["tiny"], tokenizer)
+    return build_model(config, torch.float32, torch.device("cpu")), build_processor(config.to_dict(), tokenizer)
+
+
+def test_tiny_preset_measures_both_image_processing_backends(tiny_results):
+    section = tiny_results["image_processing"]
+    assert section["views"] > section["images"] > 0
+    assert section["images_per_s"]["pil"] > 0 and section["images_per_s"]["torchvision"] > 0
+
+
+def test_tiny_preset_measures_ttft_and_decode_per_mode_and_batch_size(tiny_results):
+    results, decoded = tiny_results["generation"]["results"], tiny_results["generation"]["new_tokens"] - 1
+    assert list(results) == list(MODES)
+    for mode, batches in results.items():
+        assert list(batches) == [str(size) for size in BATCH_SIZES], mode
+        for size, timing in batches.items():
+            assert timing["ttft_s"] > 0 and timing["decode_s"] > 0, (mode, size)
+            assert timing["decode_tokens_per_s"] == pytest.approx(int(size) * decoded / timing["decode_s"])
+
+
+def test_tiny_preset_measures_sft_and_dpo_steps_and_their_memory(tiny_results):
+    for name in ("sft", "dpo"):
+        step = tiny_results["training"][name]
+        assert step["samples_per_s"] > 0 and step["step_s"] > 0, name
+        assert step["peak_memory_bytes"] > 0, name
+
+
+def test_tiny_preset_finds_images_encoded_once_per_generate(tiny_results):
+    check = tiny_results["checks"]["images_encoded_once"]
+    calls = len(MODES) * len(BATCH_SIZES) * (1 + PRESETS["tiny"].repeats)
+    assert check == {"measured": [1], "target": check["target"], "passed": True, "generate_calls": calls}
+
+
+def test_tiny_preset_reports_the_other_checks_with_numbers_or_reasons(tiny_results):
+    checks = tiny_results["checks"]
+    assert checks["load_peak_over_weights"]["measured"] > 0
+    assert checks["load_peak_over_weights"]["weight_bytes"] > 0
+    assert checks["batch32_over_batch1"]["measured"] > 0
+    assert isinstance(checks["batch32_over_batch1"]["passed"], bool)
+    for name in ("decode_fraction_of_bandwidth_ceiling", "ttft_over_flop_floor"):
+        assert checks[name]["passed"] is None and checks[name]["reason"] == "needs a CUDA GPU"
+    assert "gpu_ceilings" not in tiny_results
+
+
+def test_full_preset_refuses_to_run_on_a_cpu():
+    with pytest.raises(SystemExit, match="the full preset needs a CUDA GPU"):
+        run("full", torch.device("cpu"))
+
+
+def test_decode_weight_bytes_count_the_language_model_and_head_but_not_the_input_embedding(tiny_model_and_processor):
+    model, _ = tiny_model_and_processor
+    text = model.config.text_config
+    embedding_bytes = text.vocab_size * text.hidden_size * 4
+    language_bytes = sum(weight.numel() * 4 for weight in model.model.language_model.parameters())
+    head_bytes = sum(weight.numel() * 4 for weight in model.lm_head.parameters())
+    assert decode_weight_bytes(model) == language_bytes - embedding_bytes + head_bytes
+
+
+def small_ceilings(model, processor, decode_tokens_per_s: float = 100.0, ttft_s: float = 0.01) -> dict:
+    inputs = generation_inputs(processor, 1, torch.device("cpu"))
+    return ceilings(model, inputs, decode_tokens_per_s, ttft_s, repeats=1, copy_bytes=2**20, matmul_size=64)
+
+
+def test_ceilings_compare_measurements_with_bandwidth_and_flops(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    inputs = generation_inputs(processor, 1, torch.device("cpu"))
+    result = small_ceilings(model, processor)
+    assert result["decode_fraction_of_ceiling"] == pytest.approx(100.0 / result["decode_ceiling_tokens_per_s"])
+    assert result["ttft_over_floor"] == pytest.approx(0.01 / result["ttft_floor_s"])
+    # The prefill multiplies every prompt token through every language-model matrix at least once.
+    matrices = sum(m.weight.numel() for m in model.model.language_model.modules() if isinstance(m, torch.nn.Linear))
+    assert result["prefill_flops"] > 2 * matrices * inputs["input_ids"].shape[1]
+
+
+def test_with_ceilings_the_cuda_checks_are_judged_and_reported(tiny_results, tiny_model_and_processor):
+    gpu = small_ceilings(*tiny_model_and_processor)
+    gpu |= {"decode_fraction_of_ceiling": 0.6, "ttft_over_floor": 4.0, "batch32_decode_tokens_per_s": 1000.0}
+    load = {"weight_bytes": 100 * 2**20, "peak_rss_increase_bytes": 101 * 2**20, "peak_cuda_bytes": 0}
+    checks = checks_section(tiny_results["generation"], [1, 1], load, gpu)
+    assert checks["decode_fraction_of_bandwidth_ceiling"]["passed"] is True
+    assert checks["ttft_over_flop_floor"]["passed"] is False
+    assert checks["load_peak_over_weights"]["passed"] is True
+    text = report({**tiny_results, "checks": checks, "gpu_ceilings": gpu})
+    assert "batch-1 decode ceiling tokens/s" in text and "| ttft_over_flop_floor" in text
