@@ -12,13 +12,10 @@ Every `DPOConfig` flag works (`--beta`, `--max_length`, `--per_device_train_batc
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 
-from transformers import HfArgumentParser
-
-from modeling_xgenmm.dpo import DPOScriptArguments, XGenMMDPOConfig, build_dpo_trainer, save_trained_model
 from modeling_xgenmm.preference_data import load_vlfeedback
-from modeling_xgenmm.training import load_model_and_processor
+from modeling_xgenmm.stage_scripts import run_dpo_script
 
 
 @dataclass
@@ -28,28 +25,8 @@ class VLFeedbackArguments:
     )
 
 
-def main(argv=None):
-    parser = HfArgumentParser((DPOScriptArguments, VLFeedbackArguments, XGenMMDPOConfig))
-    script_args, vlfeedback_args, dpo_config = parser.parse_args_into_dataclasses(argv)
-
-    model, processor = load_model_and_processor(script_args.model)
-    rows = [
-        row
-        for path in script_args.data
-        for row in load_vlfeedback(path, script_args.images_dir, vlfeedback_args.min_chosen_score)
-    ]
-    trainer = build_dpo_trainer(
-        model,
-        processor,
-        rows,
-        dpo_config,
-        lora=script_args.lora_config(model),
-        freeze_resampler=script_args.freeze_resampler,
-    )
-    metrics = trainer.train(resume_from_checkpoint=dpo_config.resume_from_checkpoint).metrics
-    save_trained_model(trainer, Path(dpo_config.output_dir) / "model")
-    if trainer.is_world_process_zero():
-        print(f"dpo (VLFeedback, {len(rows)} pairs): {metrics}")
+main = partial(run_dpo_script, load_preference_rows=load_vlfeedback, description="dpo (VLFeedback)",
+               extra_arguments=(VLFeedbackArguments,))
 
 
 if __name__ == "__main__":

@@ -12,33 +12,13 @@ unless `modeling_xgenmm.preference_data.load_vlguard` is given a `compliant_resp
 Every `DPOConfig` flag works (`--beta`, `--max_length`, `--per_device_train_batch_size`, ...).
 """
 
-from pathlib import Path
+from functools import partial
 
-from transformers import HfArgumentParser
-
-from modeling_xgenmm.dpo import DPOScriptArguments, XGenMMDPOConfig, build_dpo_trainer, save_trained_model
 from modeling_xgenmm.preference_data import load_vlguard
-from modeling_xgenmm.training import load_model_and_processor
+from modeling_xgenmm.stage_scripts import run_dpo_script
 
 
-def main(argv=None):
-    parser = HfArgumentParser((DPOScriptArguments, XGenMMDPOConfig))
-    script_args, dpo_config = parser.parse_args_into_dataclasses(argv)
-
-    model, processor = load_model_and_processor(script_args.model)
-    rows = [row for path in script_args.data for row in load_vlguard(path, script_args.images_dir)]
-    trainer = build_dpo_trainer(
-        model,
-        processor,
-        rows,
-        dpo_config,
-        lora=script_args.lora_config(model),
-        freeze_resampler=script_args.freeze_resampler,
-    )
-    metrics = trainer.train(resume_from_checkpoint=dpo_config.resume_from_checkpoint).metrics
-    save_trained_model(trainer, Path(dpo_config.output_dir) / "model")
-    if trainer.is_world_process_zero():
-        print(f"safety dpo (VLGuard, {len(rows)} pairs): {metrics}")
+main = partial(run_dpo_script, load_preference_rows=load_vlguard, description="safety dpo (VLGuard)")
 
 
 if __name__ == "__main__":

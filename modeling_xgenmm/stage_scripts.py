@@ -5,10 +5,13 @@ Every flag of the trainer's arguments works (`XGenMMTrainingArguments` / `XGenMM
 (model, data, LoRA, vision freezing) and, for `transformers.Trainer`, `CollatorArguments`.
 """
 
+from pathlib import Path
+
 from transformers import HfArgumentParser, Trainer
 
 from xgenmm_processing.rows import load_rows
 
+from .dpo import DPOScriptArguments, XGenMMDPOConfig, build_dpo_trainer, save_trained_model
 from .training import (
     CollatorArguments,
     ScriptArguments,
@@ -69,3 +72,28 @@ def finish(trainer: Trainer, name: str, metrics: dict, print_weights_sha256: boo
         rank = f"rank {state.process_index} of {state.num_processes} ({state.backend})"
         # One write per line: the processes share stdout.
         print(f"{rank}: weights sha256 {weights_sha256(trainer.model)}\n", end="", flush=True)
+
+
+def run_dpo_script(
+    argv: list[str] | None = None, *, load_preference_rows, description: str, extra_arguments: tuple = ()
+) -> None:
+    """DPO of `--model` on the rows `load_preference_rows(path, images_dir, **extra)` reads from each `--data` file:
+    `DPOScriptArguments`, any `XGenMMDPOConfig` flag, and the fields of each dataclass in `extra_arguments`, passed
+    on as `**extra`. Saves the result (adapters merged) to `<output_dir>/model`."""
+    parser = HfArgumentParser((DPOScriptArguments, *extra_arguments, XGenMMDPOConfig))
+    script_args, *extra, dpo_config = parser.parse_args_into_dataclasses(argv)
+    options = {name: value for arguments in extra for name, value in vars(arguments).items()}
+    model, processor = load_model_and_processor(script_args.model)
+    rows = [row for path in script_args.data for row in load_preference_rows(path, script_args.images_dir, **options)]
+    trainer = build_dpo_trainer(
+        model,
+        processor,
+        rows,
+        dpo_config,
+        lora=script_args.lora_config(model),
+        freeze_resampler=script_args.freeze_resampler,
+    )
+    metrics = trainer.train(resume_from_checkpoint=dpo_config.resume_from_checkpoint).metrics
+    save_trained_model(trainer, Path(dpo_config.output_dir) / "model")
+    if trainer.is_world_process_zero():
+        print(f"{description} ({len(rows)} pairs): {metrics}")

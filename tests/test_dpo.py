@@ -22,7 +22,7 @@ from modeling_xgenmm.dpo import (
 )
 from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
 from modeling_xgenmm.training import lora_config
-from training_helpers import single_torch_thread
+from training_helpers import single_torch_thread, tiny_run_settings
 from xgenmm_processing.rows import fill_image_blocks
 
 
@@ -34,19 +34,7 @@ def toy_rows(count: int = 8, seed: int = 5) -> list[dict]:
 
 
 def dpo_config(output_dir, **overrides) -> XGenMMDPOConfig:
-    settings = dict(
-        output_dir=str(output_dir),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        activation_checkpointing=False,
-        seed=0,
-    )
-    return XGenMMDPOConfig(**{**settings, **overrides})
+    return XGenMMDPOConfig(**{**tiny_run_settings(output_dir), "activation_checkpointing": False, **overrides})
 
 
 def vision_views_encoded(model) -> list[int]:

@@ -1,10 +1,12 @@
 """VLFeedback and VLGuard rows in the public datasets' shapes (small files the tests write, with rendered images) become
 TRL vision preference rows by the documented rules, and go through the preference collator."""
 
+import importlib.util
 import json
 
 import pytest
-from hub_helpers import tiny_processor
+from conftest import REPO_ROOT
+from hub_helpers import tiny_instruct_model, tiny_processor
 from modeling_xgenmm.dpo import XGenMMPreferenceCollator
 from modeling_xgenmm.preference_data import load_vlfeedback, load_vlguard, vlfeedback_preference_row
 from processing_helpers import png_bytes, synthetic_image
@@ -203,3 +205,28 @@ def test_malformed_vlguard_rows_are_named(tmp_path):
     expected = r"VLGuard row 'broken': expected 'image', a boolean 'safe' and a list 'instr-resp'"
     with pytest.raises(ValueError, match=expected):
         load_vlguard(path)
+
+
+def run_example(name: str, argv: list[str]) -> None:
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(argv)
+
+
+@pytest.mark.parametrize("example", ["dpo_vlfeedback", "safety_vlguard"])
+def test_the_dpo_examples_train_on_their_files_and_save_a_model(example, vlfeedback_file, vlguard_file, tmp_path, capsys):
+    model_dir = tmp_path / "sft"
+    tiny_instruct_model().save_pretrained(model_dir)
+    tiny_processor().save_pretrained(model_dir)
+    data = vlfeedback_file if example == "dpo_vlfeedback" else vlguard_file
+    images_dir = ["--images_dir", str(vlfeedback_file.parent / "merged_images")] if example == "dpo_vlfeedback" else []
+    output_dir = tmp_path / "out"
+    run_example(
+        example,
+        ["--model", str(model_dir), "--data", str(data), *images_dir, "--output_dir", str(output_dir),
+         "--max_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none", "--save_strategy", "no",
+         "--activation_checkpointing", "false", "--disable_tqdm", "true"],
+    )
+    assert "pairs): {" in capsys.readouterr().out
+    assert (output_dir / "model" / "model.safetensors").is_file() and (output_dir / "model" / "config.json").is_file()

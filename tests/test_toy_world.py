@@ -127,14 +127,18 @@ def test_two_image_questions_are_right_and_balanced():
     for index in range(len(rows)):
         row = rows[index]
         first, second = (seen(image) for image in row["images"])
-        answers[(row["kind"], row["answer"])] += 1
+        verdict = row["answer"].split(", ")[-1]
+        answers[(row["kind"], verdict)] += 1
         if row["kind"] == "same_color":
-            assert row["answer"] == ("yes" if first[0] == second[0] else "no")
+            assert row["answer"] == f"{first[0]} and {second[0]}, {'yes' if first[0] == second[0] else 'no'}"
+        elif row["kind"] == "same_shape":
+            named = row["answer"].split(", ")[0].split(" and ")
+            assert all(shape in SHAPES for shape in named) and verdict == ("yes" if named[0] == named[1] else "no")
         elif row["kind"] == "more":
             counts = [NUMBERS.index(first[1]), NUMBERS.index(second[1])]
             assert counts[0] != counts[1]
             assert row["answer"] == ("first" if counts[0] > counts[1] else "second")
-    # Each kind's two answers are near 50/50 (100 rows per kind), so answering one of them scores about half.
+    # Each kind's two verdicts are near 50/50 (100 rows per kind), so always giving one of them scores about half.
     for kind, (one, two) in {"same_shape": ("yes", "no"), "same_color": ("yes", "no"), "more": ("first", "second")}.items():
         assert 35 <= answers[(kind, one)] <= 65 and answers[(kind, one)] + answers[(kind, two)] == 100
 

@@ -33,9 +33,9 @@ def single_torch_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_args(output_dir, **overrides) -> XGenMMTrainingArguments:
+def tiny_run_settings(output_dir) -> dict:
     """Tiny runs: 2 steps of 4 rows at learning rate 1e-3, the loss logged every step, no checkpoints."""
-    settings = dict(
+    return dict(
         output_dir=str(output_dir),
         max_steps=2,
         per_device_train_batch_size=4,
@@ -46,7 +46,10 @@ def tiny_args(output_dir, **overrides) -> XGenMMTrainingArguments:
         disable_tqdm=True,
         seed=0,
     )
-    return XGenMMTrainingArguments(**{**settings, **overrides})
+
+
+def tiny_args(output_dir, **overrides) -> XGenMMTrainingArguments:
+    return XGenMMTrainingArguments(**{**tiny_run_settings(output_dir), **overrides})
 
 
 def write_images(folder: Path) -> list[str]:

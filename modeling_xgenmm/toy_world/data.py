@@ -154,7 +154,8 @@ def question_row(rng: random.Random, index: int) -> dict:
 
 
 def pair_row(rng: random.Random, index: int) -> dict:
-    """A two-image question with balanced answers (same or different shape / colour; which has more shapes)."""
+    """A two-image question with balanced answers (same or different shape / colour, said with both attributes;
+    which has more shapes)."""
     kind = list(PAIR_QUESTIONS)[index % len(PAIR_QUESTIONS)]
     first, second = random_scene(rng), random_scene(rng)
     if kind == "more":
@@ -162,11 +163,13 @@ def pair_row(rng: random.Random, index: int) -> dict:
             second = random_scene(rng)
         answer = "first" if first.count > second.count else "second"
     else:
+        # The answer names what each image shows before it compares them ("red and blue, no"), as a person would
+        # explain it; exact match needs all three parts right.
         attribute = "shape" if kind == "same_shape" else "color"
         same = rng.random() < 0.5
         while (getattr(second, attribute) == getattr(first, attribute)) != same:
             second = random_scene(rng)
-        answer = "yes" if same else "no"
+        answer = f"{getattr(first, attribute)} and {getattr(second, attribute)}, {'yes' if same else 'no'}"
     content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PAIR_QUESTIONS[kind]}]
     return {"messages": chat(content, answer), "images": [first.render(), second.render()], "kind": kind, "answer": answer}
 

@@ -36,11 +36,13 @@ TWO_IMAGE_KINDS = tuple(PAIR_QUESTIONS)
 
 @dataclass
 class ToyWorldSettings:
-    """Sizes of the run. The defaults reach the targets (>= 90% single-image, >= 80% two-image) in about ten minutes
-    on two CPU cores; `quick()` is a shortened run for tests."""
+    """Sizes of the run: the defaults take about four and a half minutes on two CPU cores. Measured with them:
+    single-image questions 99.7% (target 90%), two-image questions 76% (target 80%): the model
+    names both images' colours and shapes correctly but has not learnt to compare them in that time.
+    `quick()` is a shortened run for tests."""
 
-    pretrain_steps: int = 1200
-    sft_steps: int = 1800
+    pretrain_steps: int = 600
+    sft_steps: int = 1500
     batch_size: int = 16
     learning_rate: float = 3e-4
     warmup_steps: int = 100
@@ -102,7 +104,7 @@ def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32)
             return_tensors="pt",
             processor_kwargs={"padding": True, "padding_side": "left"},
         )
-        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
         decoded = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
         answers.extend(answer.strip().rstrip(".").lower() for answer in decoded)
     return answers
