@@ -153,7 +153,7 @@ VARIANTS: dict[str, VariantFacts] = {
     "toy-world": VariantFacts(
         title="xGen-MM toy world",
         summary=(
-            "A small xGen-MM configuration (a 2-layer SigLIP tower on 32-pixel views, a 2-layer perceiver "
+            "A small xGen-MM configuration (a timm ResNet tower on 32-pixel views, a 2-layer perceiver "
             "resampler and a 2-layer Phi-3 language model with the 995-token tokenizer) for the toy-world recipe: "
             "`xgenmm toy-world` pretrains it from random weights on synthetic coloured-shape scenes, fine-tunes it "
             "on single- and two-image questions and reports held-out exact-match accuracy, in minutes on a CPU. "
