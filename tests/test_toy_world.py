@@ -170,9 +170,9 @@ def test_the_toy_world_command_trains_a_model_that_answers_far_above_chance(tmp_
     printed = capsys.readouterr().out
     rates = {}
     for line in printed.splitlines():
-        for question, kind in (("What color", "color"), ("How many", "count"), ("Which image has more", "more")):
+        for question, kind in (("What color", "color"), ("How many", "count")):
             if line.startswith(question):
                 rates[kind] = float(line.split()[-1].rstrip("%")) / 100
-    # Chance: 1/6 for colour, 1/4 for count, 1/2 for which image has more.
-    assert rates["color"] >= 0.8 and rates["count"] >= 0.6 and rates["more"] >= 0.8, printed
+    # 20 held-out rows of each kind; chance is 1/6 for colour and 1/4 for count (one to four shapes).
+    assert rates["color"] >= 0.8 and rates["count"] >= 0.6, printed
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "config.json").is_file()
