@@ -20,22 +20,16 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from transformers import Phi3Config, Phi3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
+from modeling_xgenmm.configuration_xgenmm import SIGLIP_SO400M_PATCH14_384, XGENMM_V1_5_GRID_PINPOINTS
 from peak_memory import peak_rss_in_fresh_process
 
 
 GB = 1024**3
-SIGLIP_SO400M = {
-    "hidden_size": 1152,
-    "intermediate_size": 4304,
-    "num_hidden_layers": 27,
-    "num_attention_heads": 16,
-    "image_size": 384,
-    "patch_size": 14,
-    "hidden_act": "gelu_pytorch_tanh",
-    "layer_norm_eps": 1e-6,
-}
+# The released config's SigLIP settings (its checkpoints keep the attention-pooling head, see `original_shapes`); their
+# preprocessor lists the grids as (width, height).
+SIGLIP_SO400M = {key: value for key, value in SIGLIP_SO400M_PATCH14_384.items() if key != "vision_use_head"}
 INITIAL_TOKENIZER_LEN = 32012
-GRIDS_WH = [[384, 768], [768, 384], [768, 768], [1152, 384], [384, 1152]]
+GRIDS_WH = [[width, height] for height, width in XGENMM_V1_5_GRID_PINPOINTS]
 
 
 def original_shapes(phi3_layers: int, siglip_layers: int) -> dict[str, torch.Size]:
