@@ -42,3 +42,12 @@ def tiny_config():
     from modeling_xgenmm import XGenMMConfig
 
     return XGenMMConfig.from_pretrained(TINY_RANDOM)
+
+
+@pytest.fixture(scope="module")
+def image_paths(tmp_path_factory) -> list[str]:
+    """Absolute paths of the training tests' image files (`training_helpers.write_images`)."""
+    from training_helpers import write_images
+
+    folder = tmp_path_factory.mktemp("images")
+    return [str(folder / path) for path in write_images(folder)]

@@ -19,18 +19,12 @@ from training_helpers import (
     sft_rows,
     single_torch_thread,
     tiny_args,
-    write_images,
 )
 from xgenmm_processing.collators import XGenMMDataCollator
 
 
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
-
-@pytest.fixture(scope="module")
-def image_paths(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    return [str(folder / path) for path in write_images(folder)]
 
 
 def sft_config(output_dir, **overrides) -> XGenMMSFTConfig:

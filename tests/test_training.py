@@ -40,10 +40,6 @@ from xgenmm_processing.rows import load_rows
 
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
-@pytest.fixture(scope="module")
-def image_paths(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    return [str(folder / path) for path in write_images(folder)]
 
 
 @pytest.fixture
