@@ -359,8 +359,16 @@ class XGenMMDPOTrainer(DPOTrainer):
             model, ref_model=ref_model, args=args, data_collator=data_collator, train_dataset=train_dataset, **kwargs
         )
         self.share_image_features = getattr(self.args, "share_image_features", None)
-        # Why this trainer runs TRL's path for good; the per-step check catches what changes later.
-        self._sharing_refused = self._sharing_blocker(check_reference=True)
+        # Why this trainer runs TRL's path for good; the per-step check catches what changes later. Judged in training
+        # mode, as the Trainer runs the policy (a frozen vision tower stays in eval mode there), then modes restored.
+        policy = self.accelerator.unwrap_model(self.model)
+        modes = [(module, module.training) for module in policy.modules()]
+        policy.train()
+        try:
+            self._sharing_refused = self._sharing_blocker(check_reference=True)
+        finally:
+            for module, training in modes:
+                module.training = training
         if self._sharing_refused is not None and self.share_image_features:
             raise ValueError(f"share_image_features=True, but image features cannot be shared: {self._sharing_refused}")
         if self._sharing_refused is not None and self.share_image_features is None:

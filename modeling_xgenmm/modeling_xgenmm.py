@@ -260,6 +260,15 @@ class XGenMMModel(XGenMMPreTrainedModel):
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
+    def train(self, mode: bool = True):
+        """Sets training mode, except on a frozen vision tower (no parameter requiring grad), which stays in eval mode
+        as in the released recipe: training the resampler and LM must not update the batch-norm statistics of a
+        frozen convolutional tower, nor drop out its features."""
+        super().train(mode)
+        if mode and not any(param.requires_grad for param in self.vision_tower.parameters()):
+            self.vision_tower.eval()
+        return self
+
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
 

@@ -163,7 +163,8 @@ class CollatorArguments:
 
 
 def freeze_vision_tower(model: nn.Module) -> None:
-    """Stops gradients to the vision tower (the released models never train it); resampler and LM stay trainable."""
+    """Stops gradients to the vision tower (the released models never train it); resampler and LM stay trainable.
+    `XGenMMModel.train()` then keeps the frozen tower in eval mode."""
     vision_tower = _xgenmm_backbone(model).vision_tower
     vision_tower.requires_grad_(False)
 

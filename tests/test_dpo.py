@@ -9,6 +9,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
+from conftest import HUB_CONFIGS
 from hub_helpers import chat, sample_images, tiny_instruct_model, tiny_processor, write_pngs
 from isolation import run_isolated
 from modeling_xgenmm.dpo import (
@@ -21,7 +22,7 @@ from modeling_xgenmm.dpo import (
     save_trained_model,
 )
 from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
-from modeling_xgenmm.training import lora_config
+from modeling_xgenmm.training import load_model_and_processor, lora_config
 from training_helpers import single_torch_thread, tiny_run_settings
 from xgenmm_processing.rows import fill_image_blocks
 
@@ -226,6 +227,22 @@ def test_shared_image_features_give_trl_loss_and_gradients(lora, tmp_path):
     # TRL: policy and (with LoRA, same model) reference each encode every image twice; shared: each image once.
     assert sum(trl_views) == (2 if lora else 1) * batch_views
     assert shared_views == [batch_views // 2]
+
+
+def test_a_frozen_batch_norm_tower_shares_image_features_and_keeps_its_statistics(tmp_path):
+    # The toy world's ResNet tower has batch norm; frozen (LoRA), it runs in eval mode, so one encoding serves the
+    # four forwards of a step.
+    model, processor = load_model_and_processor(HUB_CONFIGS / "toy-world", seed=0)
+    rows = toy_rows(4)
+    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path, share_image_features=True), lora=True)
+    norms = [m for m in model.model.vision_tower.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [norm.running_mean.clone() for norm in norms]
+    views = vision_views_encoded(model)
+    trainer.model.train()
+    batch = trainer.data_collator(rows)
+    trainer.compute_loss(trainer.model, batch).backward()
+    assert trainer._sharing_refused is None and views == [batch["pixel_values"].shape[0] // 2]
+    assert norms and all(torch.equal(norm.running_mean, old) for norm, old in zip(norms, before))
 
 
 def test_image_features_are_not_shared_when_the_resampler_trains(tmp_path):

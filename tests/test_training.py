@@ -10,7 +10,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 from transformers import TrainerCallback
 
-from conftest import REPO_ROOT, TINY_RANDOM
+from conftest import HUB_CONFIGS, REPO_ROOT, TINY_RANDOM
 from isolation import run_isolated
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.training import (
@@ -63,6 +63,34 @@ def test_vision_tower_is_frozen_and_everything_else_trains(tiny, image_paths, tm
     changed = {name for name, parameter in model.named_parameters() if not torch.equal(parameter, before[name])}
     assert changed == set(before) - vision
     assert any(name.startswith("model.resampler.") for name in changed) and "lm_head.weight" in changed
+
+
+@pytest.mark.parametrize("freeze", [True, False], ids=["frozen", "trained"])
+def test_batch_norm_statistics_of_the_vision_tower_change_only_when_it_trains(freeze, image_paths, tmp_path):
+    # The toy world's ResNet tower has batch norm: frozen, it must run in eval mode (fixed statistics) under the
+    # Trainer's model.train(); trained (pretraining from scratch), its statistics follow the data.
+    model, processor = load_model_and_processor(HUB_CONFIGS / "toy-world", seed=0)
+    norms = {name: m for name, m in model.model.vision_tower.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    before = {name: norm.running_mean.clone() for name, norm in norms.items()}
+    train_stage(model, processor, sft_rows(image_paths, 8), "sft", tiny_args(tmp_path), freeze_vision=freeze)
+    changed = {name for name, norm in norms.items() if not torch.equal(norm.running_mean, before[name])}
+    assert norms and changed == (set() if freeze else set(norms))
+    model.train()
+    assert model.training and model.model.resampler.training and model.model.language_model.training
+    assert model.model.vision_tower.training is not freeze
+    assert all(norm.training is not freeze for norm in norms.values())
+
+
+def test_a_tower_unfrozen_after_freezing_trains_in_training_mode(tiny):
+    model, _ = tiny
+    model.model.vision_tower.requires_grad_(False)
+    model.train()
+    assert not model.model.vision_tower.training
+    model.model.vision_tower.requires_grad_(True)
+    model.train()
+    assert model.model.vision_tower.training
+    model.eval()
+    assert not any(module.training for module in model.modules())
 
 
 def test_lora_adapts_every_language_model_linear_layer_and_nothing_else(tiny):
