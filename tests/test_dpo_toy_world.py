@@ -26,10 +26,12 @@ def test_hallucination_rate_counts_wrong_answers_and_absent_attributes(monkeypat
 
 
 def test_dpo_lifts_held_out_preference_accuracy(tmp_path):
-    sft = ToyWorldSettings(pretrain_steps=150, sft_steps=250, warmup_steps=20, eval_rows=3)
+    sft = ToyWorldSettings(
+        pretrain_steps=150, sft_steps=250, sft_batch_size=16, warmup_steps=20, pair_fraction=0.5, eval_rows=3
+    )
     run_toy_world(tmp_path / "sft", sft)
     settings = ToyWorldDPOSettings(steps=40, learning_rate=5e-4, eval_rows=60)
     metrics = run_toy_world_dpo(tmp_path / "sft" / "model", tmp_path / "dpo", settings)
     # 60 held-out rows: 0.1 is six more rows where the correct answer outscores the hallucinated one.
-    assert metrics["after"]["preference_accuracy"] >= metrics["before"]["preference_accuracy"] + 0.1
+    assert metrics["after"]["preference_accuracy"] >= metrics["before"]["preference_accuracy"] + 0.1, metrics
     assert (tmp_path / "dpo" / "model" / "model.safetensors").is_file()

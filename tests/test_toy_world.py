@@ -2,6 +2,7 @@
 are reproducible, answers are balanced, and the toy-world command trains a model that answers far above chance."""
 
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -22,7 +23,13 @@ from modeling_xgenmm.toy_world.data import (
     preference_row,
     question_row,
 )
-from modeling_xgenmm.toy_world.recipe import format_accuracy_table
+from modeling_xgenmm.toy_world.recipe import (
+    ToyWorldSettings,
+    fine_tuning_rows,
+    format_accuracy_table,
+    held_out_rows,
+    pretraining_rows,
+)
 from training_helpers import single_torch_thread
 
 
@@ -152,6 +159,46 @@ def test_preference_rows_reject_an_attribute_the_image_does_not_show():
         vocabulary = {"color": set(COLORS), "shape": set(SHAPES), "count": set(NUMBERS[1:])}[row["kind"]]
         assert rejected in vocabulary
         assert rejected != {"color": color, "count": count}.get(row["kind"], chosen)
+
+
+def test_stage_rows_have_the_sizes_and_mix_of_the_settings():
+    settings = ToyWorldSettings(
+        pretrain_steps=3, sft_steps=5, pretrain_batch_size=4, sft_batch_size=4, pair_fraction=0.75, eval_rows=6
+    )
+    assert len(pretraining_rows(settings)) == 12
+    tuning = [row["kind"] for row in fine_tuning_rows(settings)]
+    assert len(tuning) == 20 and sum(kind in ("same_shape", "same_color", "more") for kind in tuning) == 15
+    held_out = held_out_rows(settings)
+    assert Counter(len(row["images"]) for row in held_out) == {1: 6, 2: 6}
+    # other seeds: no held-out image is a training image
+    training_images = {row["images"][0].tobytes() for row in fine_tuning_rows(settings)}
+    assert not any(row["images"][0].tobytes() in training_images for row in held_out)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sft_steps", 0, "ToyWorldSettings.sft_steps must be at least 1, got 0"),
+        ("pair_fraction", 1.5, "share of two-image rows in fine-tuning, between 0 and 1; got 1.5"),
+    ],
+)
+def test_settings_refuse_impossible_values(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ToyWorldSettings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [
+        ("--pair-fraction", "1.5", "argument --pair-fraction: expected a fraction between 0 and 1, got 1.5"),
+        ("--sft-steps", "0", "argument --sft-steps: expected a positive integer, got 0"),
+    ],
+)
+def test_the_toy_world_command_refuses_bad_sizes_before_training(argument, value, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["toy-world", "--output-dir", str(tmp_path), argument, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_accuracy_table_says_which_target_is_missed():
