@@ -133,7 +133,7 @@ def main():
         output_dir=output_dir,
         per_device_train_batch_size=args.batch_size,
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         **COMMON,
     )
     trainer = DPOTrainer(
