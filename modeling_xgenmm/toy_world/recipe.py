@@ -42,8 +42,8 @@ class ToyWorldSettings:
     both images' attributes early, then the verdicts stay at chance until they jump within a few hundred steps, at a
     point that varies with the seed. The fine-tuning defaults move that point earlier: three quarters of the rows
     are two-image questions (`pair_fraction`) and the batches are small (8 rows, twice the updates for the same
-    samples). With half of 1500 steps of 16 rows the verdicts stayed near chance; pretraining in batches of 8 learnt
-    shapes worse. `quick()` is a shortened run for tests."""
+    samples). With an even mix over 1500 steps of 16 rows the verdicts stayed near chance; pretraining in batches of 8
+    learnt shapes worse. `quick()` is a shortened run for tests."""
 
     pretrain_steps: int = 600
     sft_steps: int = 4000
