@@ -102,7 +102,8 @@ def format_accuracy_table(accuracy: dict[str, float]) -> str:
     lines.append("")
     for name, target in (("single_image", 0.9), ("two_image", 0.8)):
         verdict = "meets" if accuracy[name] >= target else "BELOW"
-        lines.append(f"{name.replace('_', '-') + ' questions':<56}{accuracy[name]:>9.1%}  ({verdict} the {target:.0%} target)")
+        label = name.replace("_", "-") + " questions"
+        lines.append(f"{label:<56}{accuracy[name]:>9.1%}  ({verdict} the {target:.0%} target)")
     return "\n".join(lines)
 
 
