@@ -22,8 +22,8 @@ from .convert_original_checkpoint import convert_original_checkpoint
 from .model_card import VARIANTS
 from .original_checkpoint import OriginalCheckpointError
 from .publishing import PublishError, prepare_hub_folder, publish
-from .toy_world.recipe import DEFAULT_CONFIG as DEFAULT_TOY_CONFIG
-from .toy_world.recipe import ToyWorldSettings, format_accuracy_table, run_toy_world
+from .toy_world.settings import DEFAULT_CONFIG as DEFAULT_TOY_CONFIG
+from .toy_world.settings import ToyWorldSettings
 
 
 def add_convert_command(subcommands: argparse._SubParsersAction) -> None:
@@ -160,6 +160,9 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_toy_world_command(args: argparse.Namespace) -> None:
+    # Imported here: the trainers take a second to import, which `convert` and `publish` should not pay.
+    from .toy_world.recipe import format_accuracy_table, run_toy_world
+
     settings = ToyWorldSettings.quick() if args.quick else ToyWorldSettings()
     given = {name: getattr(args, name) for name in ("pretrain_steps", "sft_steps", "pair_fraction")}
     settings = dataclasses.replace(settings, seed=args.seed, **{k: v for k, v in given.items() if v is not None})

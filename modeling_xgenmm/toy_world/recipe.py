@@ -14,7 +14,6 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,50 +24,13 @@ from xgenmm_processing.rows import fill_image_blocks
 
 from ..training import XGenMMTrainingArguments, load_model_and_processor, train_stage
 from .data import PAIR_QUESTIONS, QUESTIONS, ToyWorldRows, caption_row, document_row, pair_row, question_row
+from .settings import DEFAULT_CONFIG, ToyWorldSettings
 
 
 logger = logging.get_logger(__name__)
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "hub_configs" / "toy-world"
 SINGLE_IMAGE_KINDS = tuple(QUESTIONS)
 TWO_IMAGE_KINDS = tuple(PAIR_QUESTIONS)
-
-
-@dataclass
-class ToyWorldSettings:
-    """Sizes of the run; the defaults take about six minutes on two CPU cores.
-
-    The same-shape / same-colour verdicts of the two-image questions are the last thing the model learns: it names
-    both images' attributes early, then the verdicts stay at chance until they jump within a few hundred steps, at a
-    point that varies with the seed. The fine-tuning defaults move that point earlier: three quarters of the rows
-    are two-image questions (`pair_fraction`) and the batches are small (8 rows, twice the updates for the same
-    samples). With an even mix over 1500 steps of 16 rows the verdicts stayed near chance; pretraining in batches of 8
-    learnt shapes worse. `quick()` is a shortened run for tests."""
-
-    pretrain_steps: int = 600
-    sft_steps: int = 4000
-    pretrain_batch_size: int = 16
-    sft_batch_size: int = 8
-    learning_rate: float = 3e-4
-    warmup_steps: int = 100
-    pair_fraction: float = 0.75
-    eval_rows: int = 300
-    seed: int = 0
-    freeze_vision_in_sft: bool = True
-
-    def __post_init__(self):
-        for name in ("pretrain_steps", "sft_steps", "pretrain_batch_size", "sft_batch_size", "eval_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ToyWorldSettings.{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.pair_fraction <= 1.0:
-            raise ValueError(
-                "ToyWorldSettings.pair_fraction is the share of two-image rows in fine-tuning, between 0 and 1; got "
-                f"{self.pair_fraction}"
-            )
-
-    @classmethod
-    def quick(cls) -> "ToyWorldSettings":
-        return cls(pretrain_steps=150, sft_steps=500, eval_rows=60)
 
 
 def stage_arguments(
