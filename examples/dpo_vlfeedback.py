@@ -25,8 +25,12 @@ class VLFeedbackArguments:
     )
 
 
-main = partial(run_dpo_script, load_preference_rows=load_vlfeedback, description="dpo (VLFeedback)",
-               extra_arguments=(VLFeedbackArguments,))
+main = partial(
+    run_dpo_script,
+    load_preference_rows=load_vlfeedback,
+    description="dpo (VLFeedback)",
+    extra_arguments=(VLFeedbackArguments,),
+)
 
 
 if __name__ == "__main__":

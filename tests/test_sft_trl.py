@@ -26,7 +26,6 @@ from xgenmm_processing.collators import XGenMMDataCollator
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
 
-
 def sft_config(output_dir, **overrides) -> XGenMMSFTConfig:
     # The same settings as `tiny_args` of the Trainer tests, so that both trainers see the same batches.
     shared = ("max_steps", "per_device_train_batch_size", "learning_rate", "logging_steps", "seed", "save_strategy")

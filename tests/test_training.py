@@ -41,7 +41,6 @@ from xgenmm_processing.rows import load_rows
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
 
-
 @pytest.fixture
 def tiny():
     return load_model_and_processor(TINY_RANDOM, seed=0)

@@ -92,7 +92,7 @@ def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32)
 
 
 def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
-    """Exact-match accuracy of greedy answers per question kind (answers are single words)."""
+    """Exact-match accuracy of greedy answers per question kind (normalised as `greedy_answers` does)."""
     correct = defaultdict(list)
     for index, answer in enumerate(greedy_answers(model, processor, rows, batch_size)):
         correct[rows[index]["kind"]].append(answer == rows[index]["answer"])
