@@ -7,7 +7,7 @@ released repositories, converts each in a fresh process through the `xgenmm` com
 and output weight sizes, the converting process's peak RSS increase over its baseline after imports, and that peak
 relative to the output size (target: <= 1.3, i.e. never a second full copy of the weights).
 
-    python benchmarks/convert_memory.py [--workdir DIR] [--phi3-layers 1]
+    python -m benchmarks.convert_memory [--workdir DIR] [--phi3-layers 1]
 """
 
 import argparse
@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from transformers import Phi3Config, Phi3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from modeling_xgenmm.configuration_xgenmm import SIGLIP_SO400M_PATCH14_384, XGENMM_V1_5_GRID_PINPOINTS
-from peak_memory import peak_rss_in_fresh_process
+
+from .peak_memory import peak_rss_in_fresh_process
 
 
 GB = 1024**3
@@ -35,20 +36,31 @@ GRIDS_WH = [[width, height] for height, width in XGENMM_V1_5_GRID_PINPOINTS]
 def original_shapes(phi3_layers: int, siglip_layers: int) -> dict[str, torch.Size]:
     """Key -> shape of an original checkpoint, from the transformers modules the original code built."""
     with torch.device("meta"):
-        siglip = SiglipVisionModel(SiglipVisionConfig(**{**SIGLIP_SO400M, "num_hidden_layers": siglip_layers},
-                                                      vision_use_head=True))
+        siglip = SiglipVisionModel(
+            SiglipVisionConfig(**{**SIGLIP_SO400M, "num_hidden_layers": siglip_layers}, vision_use_head=True)
+        )
         phi3 = Phi3ForCausalLM(Phi3Config(num_hidden_layers=phi3_layers))
     shapes = {f"vlm.vision_encoder.{key}": value.shape for key, value in siglip.state_dict().items()}
     width, inner, text_width = SIGLIP_SO400M["hidden_size"], 16 * 96, phi3.config.hidden_size
-    perceiver = {"latents": (128, width), "norm.weight": (width,), "norm.bias": (width,),
-                 "projection.weight": (text_width, width), "projection.bias": (text_width,)}
+    perceiver = {
+        "latents": (128, width),
+        "norm.weight": (width,),
+        "norm.bias": (width,),
+        "projection.weight": (text_width, width),
+        "projection.bias": (text_width,),
+    }
     for layer in range(6):
         perceiver |= {
-            f"layers.{layer}.0.norm_media.weight": (width,), f"layers.{layer}.0.norm_media.bias": (width,),
-            f"layers.{layer}.0.norm_latents.weight": (width,), f"layers.{layer}.0.norm_latents.bias": (width,),
-            f"layers.{layer}.0.to_q.weight": (inner, width), f"layers.{layer}.0.to_kv.weight": (2 * inner, width),
-            f"layers.{layer}.0.to_out.weight": (width, inner), f"layers.{layer}.1.0.weight": (width,),
-            f"layers.{layer}.1.0.bias": (width,), f"layers.{layer}.1.1.weight": (4 * width, width),
+            f"layers.{layer}.0.norm_media.weight": (width,),
+            f"layers.{layer}.0.norm_media.bias": (width,),
+            f"layers.{layer}.0.norm_latents.weight": (width,),
+            f"layers.{layer}.0.norm_latents.bias": (width,),
+            f"layers.{layer}.0.to_q.weight": (inner, width),
+            f"layers.{layer}.0.to_kv.weight": (2 * inner, width),
+            f"layers.{layer}.0.to_out.weight": (width, inner),
+            f"layers.{layer}.1.0.weight": (width,),
+            f"layers.{layer}.1.0.bias": (width,),
+            f"layers.{layer}.1.1.weight": (4 * width, width),
             f"layers.{layer}.1.3.weight": (width, 4 * width),
         }
     shapes |= {f"vlm.vision_tokenizer.{key}": torch.Size(shape) for key, shape in perceiver.items()}
@@ -77,8 +89,12 @@ def write_random_original(folder: Path, phi3_layers: int, siglip_layers: int, dt
             "siglip_vision_config": {**SIGLIP_SO400M, "num_hidden_layers": siglip_layers},
         },
         "vision_tokenizer_config": {"vis_feature_dim": 1152, "lang_embedding_dim": 3072, "num_vis_tokens": 128},
-        "text_config": {"model_type": "phi3", "initial_tokenizer_len": INITIAL_TOKENIZER_LEN,
-                        "num_hidden_layers": phi3_layers, "sliding_window": 2047},
+        "text_config": {
+            "model_type": "phi3",
+            "initial_tokenizer_len": INITIAL_TOKENIZER_LEN,
+            "num_hidden_layers": phi3_layers,
+            "sliding_window": 2047,
+        },
         "torch_dtype": str(dtype).removeprefix("torch."),
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
@@ -97,7 +113,7 @@ def write_random_original(folder: Path, phi3_layers: int, siglip_layers: int, dt
 
 
 def convert_and_measure(original: Path, output: Path, dtype: str, max_shard_size: str) -> dict:
-    """Converts in a fresh process through the `xgenmm` command line; its baseline and peak RSS, and the output size."""
+    """Converts in a fresh process through the `xgenmm` command line; baseline and peak RSS, and the output size."""
     measured = peak_rss_in_fresh_process(
         "from modeling_xgenmm.cli import main",
         "result = {'code': main(sys.argv[1:])}",
@@ -129,11 +145,27 @@ def main() -> None:
                 input_sizes[original] = write_random_original(original, args.phi3_layers, siglip_layers, dtype)
             measured = convert_and_measure(original, Path(workdir) / f"converted-{index}", output_dtype, shard_size)
             increase = measured["peak"] - measured["baseline"]
-            rows.append((f"{input_dtype}->{output_dtype}", f"{siglip_layers}", shard_size, input_sizes[original] / GB,
-                         measured["output"] / GB, increase / GB, increase / measured["output"]))
+            rows.append(
+                (
+                    f"{input_dtype}->{output_dtype}",
+                    f"{siglip_layers}",
+                    shard_size,
+                    input_sizes[original] / GB,
+                    measured["output"] / GB,
+                    increase / GB,
+                    increase / measured["output"],
+                )
+            )
 
-    header = ("conversion", "SigLIP layers", "max shard", "input GB", "output GB", "peak RSS increase GB",
-              "peak/output")
+    header = (
+        "conversion",
+        "SigLIP layers",
+        "max shard",
+        "input GB",
+        "output GB",
+        "peak RSS increase GB",
+        "peak/output",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

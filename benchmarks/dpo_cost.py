@@ -6,7 +6,7 @@ weights of `--config`), the same trainable weights (LoRA on the language model, 
 while the vision tower and resampler stay frozen) and the same batch of toy-world preference rows. Each step is
 timed `--repeats` times after a warm-up; the median counts.
 
-    python benchmarks/dpo_cost.py [--config hub_configs/toy-world] [--batch_size 8] [--repeats 15] [--full]
+    python -m benchmarks.dpo_cost [--config hub_configs/toy-world] [--batch_size 8] [--repeats 15] [--full]
 """
 
 import argparse
@@ -20,19 +20,14 @@ from pathlib import Path
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from modeling_xgenmm.dpo import XGenMMDPOConfig, build_dpo_trainer, preference_dataset
 from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
-from modeling_xgenmm.training import (
-    XGenMMTrainingArguments,
-    build_trainer,
-    freeze_vision_tower,
-    load_model_and_processor,
-    lora_config,
-)
+from modeling_xgenmm.train.dpo import XGenMMDPOConfig, build_dpo_trainer, preference_dataset
+from modeling_xgenmm.train.policy import freeze_resampler, freeze_vision_tower, load_model_and_processor, lora_config
+from modeling_xgenmm.train.sft import XGenMMTrainingArguments, build_trainer
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMMON = dict(report_to="none", disable_tqdm=True, save_strategy="no", seed=0)
+COMMON = {"report_to": "none", "disable_tqdm": True, "save_strategy": "no", "seed": 0}
 
 
 def toy_preference_rows(count: int) -> list[dict]:
@@ -77,23 +72,20 @@ def step_times(
     return times, sum(views)
 
 
-def freeze_image_path(model) -> None:
-    """Freezes the vision tower and the resampler, as every trainer here does (only the language model trains)."""
-    freeze_vision_tower(model)
-    model.model.resampler.requires_grad_(False)
-
-
 def sft_trainer_and_batch(model, processor, rows: list[dict], output_dir: str, lora: bool) -> tuple:
     """`transformers.Trainer` + `XGenMMDataCollator` training on each row's prompt and chosen answer, and the batch of
     all `rows` it collates, on the trainer's device."""
     args = XGenMMTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=len(rows), activation_checkpointing=False, **COMMON
     )
-    trainer = build_trainer(model, processor, [sft_row(row) for row in rows], "sft", args, lora=lora)
+    peft_config = lora_config(model) if lora else None
+    trainer = build_trainer(model, processor, [sft_row(row) for row in rows], "sft", args, peft_config=peft_config)
     return trainer, trainer._prepare_inputs(trainer.data_collator([sft_row(row) for row in rows]))
 
 
-def xgenmm_dpo_trainer_and_batch(model, processor, rows: list[dict], output_dir: str, lora: bool, share: bool) -> tuple:
+def xgenmm_dpo_trainer_and_batch(
+    model, processor, rows: list[dict], output_dir: str, lora: bool, share: bool
+) -> tuple:
     """`XGenMMDPOTrainer` (with or without shared image features) and the batch of all `rows` it collates."""
     args = XGenMMDPOConfig(
         output_dir=output_dir,
@@ -102,7 +94,7 @@ def xgenmm_dpo_trainer_and_batch(model, processor, rows: list[dict], output_dir:
         activation_checkpointing=False,
         **COMMON,
     )
-    trainer = build_dpo_trainer(model, processor, rows, args, lora=lora_config(model) if lora else False)
+    trainer = build_dpo_trainer(model, processor, rows, args, peft_config=lora_config(model) if lora else None)
     return trainer, trainer._prepare_inputs(trainer.data_collator(rows))
 
 
@@ -121,7 +113,9 @@ def main():
 
     def fresh_model():
         model, processor = load_model_and_processor(args.config, seed=0)
-        freeze_image_path(model)
+        # Only the language model trains, as in every trainer here.
+        freeze_vision_tower(model)
+        freeze_resampler(model)
         return model, processor
 
     results = []

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from transformers import CompileConfig, LogitsProcessor, LogitsProcessorList
 
-from image_processing import mixed_images
+from .image_processing import mixed_images
 
 
 MODES = ("eager", "sdpa", "static_compile")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from generation_speed import synchronize
+from .generation_speed import synchronize
 
 
 def best_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -2,7 +2,7 @@
 """Images per second of the two xGen-MM image processor backends on mixed-size RGB images (released settings: 384-px
 views, any-resolution grids), after checking that their outputs agree within the documented tolerance.
 
-    python benchmarks/image_processing.py [--repeats 5] [--threads 1 2]
+    python -m benchmarks.image_processing [--repeats 5] [--threads 1 2]
 """
 
 import argparse

@@ -57,9 +57,9 @@ def anonymous_rss_bytes() -> int:
 
 
 class PeakMemory:
-    """`with PeakMemory(device) as memory: ...`, then `memory.peak`: the block's peak memory in bytes (CUDA allocator on
-    a GPU, anonymous RSS sampled every `interval` seconds on a CPU), and `memory.increase`: that peak over the memory
-    held when the block started."""
+    """`with PeakMemory(device) as memory: ...`, then `memory.peak`: the block's peak memory in bytes (CUDA allocator
+    on a GPU, anonymous RSS sampled every `interval` seconds on a CPU), and `memory.increase`: that peak over the
+    memory held when the block started."""
 
     def __init__(self, device: torch.device, interval: float = 0.001):
         self.device = torch.device(device)

@@ -3,7 +3,7 @@
 decode tokens/s at batch 1, 8 and 32 with eager attention, sdpa, and static cache + `torch.compile`), SFT and DPO
 training steps, and the project's targets, each reported as pass or fail. Prints tables; `--json` writes every number.
 
-    python benchmarks/run.py --preset tiny|small|full [--json results.json] [--threads N] [--device cpu|cuda]
+    python -m benchmarks.run --preset tiny|small|full [--json results.json] [--threads N] [--device cpu|cuda]
 
 Presets build models with random weights from `hub_configs/` configs. The Phi-3 vocabulary cannot be downloaded here,
 so every preset tokenizes with the tiny tokenizer of `hub_configs/tiny-random`, whose special-token ids the config
@@ -42,14 +42,18 @@ from pathlib import Path
 import torch
 import transformers
 
-from dpo_cost import (
-    freeze_image_path,
+from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
+from modeling_xgenmm.hub.variants import build_processor
+from modeling_xgenmm.train.policy import freeze_resampler, freeze_vision_tower
+from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMTokenizer
+
+from .dpo_cost import (
     sft_trainer_and_batch,
     step_times,
     toy_preference_rows,
     xgenmm_dpo_trainer_and_batch,
 )
-from generation_speed import (
+from .generation_speed import (
     MODES,
     VIEWS_PER_IMAGE,
     VisionPassCounter,
@@ -57,13 +61,9 @@ from generation_speed import (
     measure_generation,
     mode_settings,
 )
-from gpu_ceilings import ceilings
-from image_processing import checked_agreement, images_per_second, mixed_images
-from peak_memory import PeakMemory, peak_rss_in_fresh_process
-
-from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
-from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMTokenizer
-from xgenmm_processing.build_hub_processing import build_processor
+from .gpu_ceilings import ceilings
+from .image_processing import checked_agreement, images_per_second, mixed_images
+from .peak_memory import PeakMemory, peak_rss_in_fresh_process
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,12 +126,28 @@ PRESETS = {
         repeats=3,
         train_rows=4,
         overrides={
-            "vision_config": {"hidden_size": 192, "intermediate_size": 768, "num_hidden_layers": 2,
-                              "num_attention_heads": 3, "patch_size": 32},
-            "perceiver_config": {"hidden_size": 192, "output_size": 512, "depth": 2, "num_heads": 4, "head_dim": 48,
-                                 "num_latents": 16},
-            "text_config": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4,
-                            "num_attention_heads": 8, "num_key_value_heads": 8},
+            "vision_config": {
+                "hidden_size": 192,
+                "intermediate_size": 768,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 3,
+                "patch_size": 32,
+            },
+            "perceiver_config": {
+                "hidden_size": 192,
+                "output_size": 512,
+                "depth": 2,
+                "num_heads": 4,
+                "head_dim": 48,
+                "num_latents": 16,
+            },
+            "text_config": {
+                "hidden_size": 512,
+                "intermediate_size": 1536,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 8,
+            },
         },  # fmt: skip
     ),
     "full": Preset(V15, torch.bfloat16, new_tokens=64, repeats=3, train_rows=8, needs_cuda=True),
@@ -158,18 +174,6 @@ def build_model(config: XGenMMConfig, dtype: torch.dtype, device: torch.device) 
     with torch.device(device):
         model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
     return model.eval()
-
-
-def parameter_counts(model: XGenMMForConditionalGeneration) -> dict:
-    def count(module: torch.nn.Module) -> int:
-        return sum(weight.numel() for weight in module.parameters())
-
-    return {
-        "vision_tower": count(model.model.vision_tower),
-        "resampler": count(model.model.resampler),
-        "language_model_and_head": count(model.model.language_model) + count(model.lm_head),
-        "total": count(model),
-    }
 
 
 def image_processing_section(repeats: int) -> dict:
@@ -223,7 +227,8 @@ def training_section(config: XGenMMConfig, processor, preset: Preset, device: to
     section = {}
     for name, build in builders.items():
         model = build_model(config, torch.float32, device)
-        freeze_image_path(model)
+        freeze_vision_tower(model)
+        freeze_resampler(model)
         trainer, batch = build(model)
         # Memory of the untimed first step: later steps reuse what the allocator kept, and sampling slows a step.
         memory = PeakMemory(device)
@@ -324,7 +329,7 @@ def run(preset_name: str, device: torch.device) -> dict:
         raise SystemExit(f"the {preset_name} preset needs a CUDA GPU, and the device is {device}")
     tokenizer = XGenMMTokenizer.from_pretrained(TOKENIZER_FOLDER)
     config = preset_config(preset, tokenizer)
-    processor = build_processor(config.to_dict(), tokenizer)
+    processor = build_processor(config, tokenizer)
     model = build_model(config, preset.dtype, device)
     results = {
         "meta": {
@@ -335,7 +340,7 @@ def run(preset_name: str, device: torch.device) -> dict:
             "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "dtype": str(preset.dtype).removeprefix("torch."),
-            "parameters": parameter_counts(model),
+            "parameters": model.num_parameters_by_part(),
             "repeats": preset.repeats,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         },
@@ -363,9 +368,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     numeric = [any(not isinstance(row[column], str) for row in rows) for column in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "| " + " | ".join(
-            cell.rjust(width) if right else cell.ljust(width) for cell, width, right in zip(row, widths, numeric)
-        ) + " |"
+        return (
+            "| "
+            + " | ".join(
+                cell.rjust(width) if right else cell.ljust(width) for cell, width, right in zip(row, widths, numeric)
+            )
+            + " |"
+        )
 
     rule = "|" + "|".join("-" * (width + 1) + (":" if right else "-") for width, right in zip(widths, numeric)) + "|"
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])

@@ -1,10 +1,12 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""DPO of xGen-MM on VLFeedback, the report's hallucination/truthfulness stage: preference pairs of the best and worst
-average-rated responses (`modeling_xgenmm.preference_data`), LoRA on the language model (`--lora False` for full DPO),
-TRL's `DPOTrainer` with the package's collator and shared image features. The trained model is saved with its
-adapters merged, with its processor, to `<output_dir>/model`.
+"""DPO of xGen-MM on VLFeedback, the report's hallucination/truthfulness stage, with TRL's `DPOTrainer`.
 
-    python examples/dpo_vlfeedback.py --model runs/sft/model --data vlfeedback_80k.jsonl \
+Preference pairs are the best and the worst average-rated responses of each VLFeedback row (the rules are in
+`modeling_xgenmm.train.preference_data`). As in the report, LoRA adapts the language model (`--use_peft false` for
+full DPO); the vision tower and the resampler stay fixed, so each image is encoded once per step. The trained model is
+saved with its adapters merged, with its processor, to `<output_dir>/model`.
+
+    python examples/dpo_vlfeedback.py --model_name_or_path runs/sft --data vlfeedback_80k.jsonl \
         --images_dir merged_images --output_dir runs/dpo --num_train_epochs 1
     accelerate launch --num_processes 2 examples/dpo_vlfeedback.py ...   # same arguments, data-parallel
 
@@ -12,25 +14,52 @@ Every `DPOConfig` flag works (`--beta`, `--max_length`, `--per_device_train_batc
 """
 
 from dataclasses import dataclass, field
-from functools import partial
+from pathlib import Path
 
-from modeling_xgenmm.preference_data import load_vlfeedback
-from modeling_xgenmm.stage_scripts import run_dpo_script
+from trl import TrlParser
+
+from modeling_xgenmm.train import (
+    PreferenceDataArguments,
+    XGenMMDPOConfig,
+    XGenMMModelConfig,
+    build_dpo_trainer,
+    load_model_and_processor,
+    load_vlfeedback,
+    peft_config_from_args,
+    save_trained_model,
+)
 
 
 @dataclass
-class VLFeedbackArguments:
+class VLFeedbackArguments(PreferenceDataArguments):
     min_chosen_score: float = field(
         default=3.0, metadata={"help": "Drop rows whose best response averages below this rating (1-5)."}
     )
 
 
-main = partial(
-    run_dpo_script,
-    load_preference_rows=load_vlfeedback,
-    description="dpo (VLFeedback)",
-    extra_arguments=(VLFeedbackArguments,),
-)
+def main(argv: list[str] | None = None):
+    parser = TrlParser((VLFeedbackArguments, XGenMMDPOConfig, XGenMMModelConfig))
+    parser.set_defaults_with_config(use_peft=True)  # the report's DPO: LoRA on the language model
+    data_args, dpo_config, model_args = parser.parse_args_and_config(argv)
+
+    model, processor = load_model_and_processor(model_args.model_name_or_path)
+    rows = [
+        row
+        for path in data_args.data
+        for row in load_vlfeedback(path, data_args.images_dir, data_args.min_chosen_score)
+    ]
+
+    trainer = build_dpo_trainer(
+        model,
+        processor,
+        rows,
+        args=dpo_config,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
+    )
+    trainer.train(resume_from_checkpoint=dpo_config.resume_from_checkpoint)
+    save_trained_model(trainer, Path(dpo_config.output_dir) / "model")
+    return trainer
 
 
 if __name__ == "__main__":

@@ -1,23 +1,52 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Interleaved (multi-image) instruction tuning of xGen-MM with `transformers.Trainer`.
 
-Rows: `{"messages": [...], "images": [...]}` or LLaVA's `{"conversations": [...], "image": ...}` (see
-`xgenmm_processing.rows`) with any number of images each, placed anywhere in the turns (`<image>` markers or image
-blocks); the loss is on the assistant turns only. The vision tower stays frozen. The released recipe runs this after
-`sft.py`, from its output (`--model runs/sft`).
+Rows: `{"messages": [...], "images": [...]}` or LLaVA's `{"conversations": [...], "image": ...}` (formats in
+`modeling_xgenmm.train.rows`) with any number of images each, placed anywhere in the turns (`<image>` markers or
+image blocks); the loss is on the assistant turns only. The vision tower stays frozen. The released recipe runs this
+after `sft.py`, from its output.
 
-    python examples/interleaved_sft.py --model runs/sft --data multi.jsonl --output_dir runs/isft --max_steps 100
+    python examples/interleaved_sft.py --model_name_or_path runs/sft --data multi.jsonl --output_dir runs/isft \
+        --max_steps 100
     accelerate launch --multi_gpu --num_processes 2 examples/interleaved_sft.py ...   # same arguments, data-parallel
 
-Every `TrainingArguments` flag works (`--per_device_train_batch_size`, `--resume_from_checkpoint`, ...).
+Every `TrainingArguments` flag works (`--per_device_train_batch_size`, `--resume_from_checkpoint`, ...), as does
+`--config recipe.yaml` with the same names.
 """
 
-from functools import partial
+from trl import TrlParser
 
-from modeling_xgenmm.stage_scripts import run_trainer_stage
+from modeling_xgenmm.train import (
+    DataArguments,
+    XGenMMModelConfig,
+    XGenMMTrainingArguments,
+    build_trainer,
+    load_model_and_processor,
+    load_rows,
+    peft_config_from_args,
+)
 
 
-main = partial(run_trainer_stage, "interleaved_sft")
+def main(argv: list[str] | None = None):
+    parser = TrlParser((DataArguments, XGenMMTrainingArguments, XGenMMModelConfig))
+    data_args, training_args, model_args = parser.parse_args_and_config(argv)
+
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=training_args.seed)
+    rows = load_rows(*data_args.data)
+
+    trainer = build_trainer(
+        model,
+        processor,
+        rows,
+        stage="interleaved_sft",
+        args=training_args,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    return trainer
+
 
 if __name__ == "__main__":
     main()

@@ -2,23 +2,51 @@
 """Pretraining of xGen-MM on interleaved image-text documents and caption pairs with `transformers.Trainer`.
 
 Rows: documents `{"text": "...<image>...<|endofchunk|><image>...", "images": [...]}` and caption pairs
-`{"image": ..., "caption": "..."}` (trained as `<image>{caption}<|endofchunk|>`), mixed freely; see
-`xgenmm_processing.rows`. Every text token is a target; image tokens and padding are not. The vision tower stays
+`{"image": ..., "caption": "..."}` (trained as `<image>{caption}<|endofchunk|>`), mixed freely (formats in
+`modeling_xgenmm.train.rows`). Every text token is a target; image tokens and padding are not. The vision tower stays
 frozen; the resampler and the language model train.
 
-    python examples/pretrain.py --model hub_configs/tiny-random --data docs.jsonl captions.jsonl \
+    python examples/pretrain.py --model_name_or_path hub_configs/tiny-random --data docs.jsonl captions.jsonl \
         --output_dir runs/pretrain --max_steps 100
     accelerate launch --multi_gpu --num_processes 2 examples/pretrain.py ...   # same arguments, data-parallel
 
-Every `TrainingArguments` flag works (`--per_device_train_batch_size`, `--resume_from_checkpoint`, ...).
+Every `TrainingArguments` flag works (`--per_device_train_batch_size`, `--resume_from_checkpoint`, ...), as does
+`--config recipe.yaml` with the same names.
 """
 
-from functools import partial
+from trl import TrlParser
 
-from modeling_xgenmm.stage_scripts import run_trainer_stage
+from modeling_xgenmm.train import (
+    DataArguments,
+    XGenMMModelConfig,
+    XGenMMTrainingArguments,
+    build_trainer,
+    load_model_and_processor,
+    load_rows,
+    peft_config_from_args,
+)
 
 
-main = partial(run_trainer_stage, "pretrain")
+def main(argv: list[str] | None = None):
+    parser = TrlParser((DataArguments, XGenMMTrainingArguments, XGenMMModelConfig))
+    data_args, training_args, model_args = parser.parse_args_and_config(argv)
+
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=training_args.seed)
+    rows = load_rows(*data_args.data)
+
+    trainer = build_trainer(
+        model,
+        processor,
+        rows,
+        stage="pretrain",
+        args=training_args,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    return trainer
+
 
 if __name__ == "__main__":
     main()

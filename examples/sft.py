@@ -1,21 +1,51 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Instruction tuning (SFT) of xGen-MM on single-image conversations with `transformers.Trainer`.
 
-Rows: `{"messages": [...], "images": [...]}` or LLaVA's `{"conversations": [...], "image": ...}` (see
-`xgenmm_processing.rows`); the loss is on the assistant turns only. The vision tower stays frozen.
+Rows: `{"messages": [...], "images": [...]}` or LLaVA's `{"conversations": [...], "image": ...}` (formats in
+`modeling_xgenmm.train.rows`); the loss is on the assistant turns only. The vision tower stays frozen, the resampler
+and the language model train (`--use_peft` trains LoRA adapters on the language model instead).
 
-    python examples/sft.py --model hub_configs/tiny-random --data sft.jsonl --output_dir runs/sft --max_steps 100
+    python examples/sft.py --model_name_or_path hub_configs/tiny-random --data sft.jsonl --output_dir runs/sft \
+        --max_steps 100
     accelerate launch --multi_gpu --num_processes 2 examples/sft.py ...   # same arguments, data-parallel
 
-Every `TrainingArguments` flag works (`--per_device_train_batch_size`, `--resume_from_checkpoint`, ...).
+Every `TrainingArguments` flag works (`--per_device_train_batch_size`, `--resume_from_checkpoint`, ...), as does
+`--config recipe.yaml` with the same names.
 """
 
-from functools import partial
+from trl import TrlParser
 
-from modeling_xgenmm.stage_scripts import run_trainer_stage
+from modeling_xgenmm.train import (
+    DataArguments,
+    XGenMMModelConfig,
+    XGenMMTrainingArguments,
+    build_trainer,
+    load_model_and_processor,
+    load_rows,
+    peft_config_from_args,
+)
 
 
-main = partial(run_trainer_stage, "sft")
+def main(argv: list[str] | None = None):
+    parser = TrlParser((DataArguments, XGenMMTrainingArguments, XGenMMModelConfig))
+    data_args, training_args, model_args = parser.parse_args_and_config(argv)
+
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=training_args.seed)
+    rows = load_rows(*data_args.data)
+
+    trainer = build_trainer(
+        model,
+        processor,
+        rows,
+        stage="sft",
+        args=training_args,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    return trainer
+
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,8 @@
 vision collator (`assistant_only_loss=True`: the chat template's `{% generation %}` spans, i.e. each answer and its
 `<|end|>`, are the only targets) and TRL's fused LM-head loss.
 
-    python examples/sft_trl.py --model hub_configs/tiny-random --data sft.jsonl --output_dir runs/sft-trl \
-        --max_steps 100
+    python examples/sft_trl.py --model_name_or_path hub_configs/tiny-random --data sft.jsonl \
+        --output_dir runs/sft-trl --max_steps 100
     accelerate launch --multi_gpu --num_processes 2 examples/sft_trl.py ...   # same arguments, data-parallel
 
 Every `SFTConfig` flag works (`--max_length`, `--per_device_train_batch_size`, `--resume_from_checkpoint`, ...).
@@ -12,10 +12,38 @@ Truncation that would cut an image raises here (TRL truncates in the processor, 
 before the image instead.
 """
 
-from modeling_xgenmm.stage_scripts import run_trl_sft
+from trl import TrlParser
+
+from modeling_xgenmm.train import (
+    DataArguments,
+    XGenMMModelConfig,
+    XGenMMSFTConfig,
+    build_trl_sft_trainer,
+    load_model_and_processor,
+    load_rows,
+    peft_config_from_args,
+)
 
 
-main = run_trl_sft
+def main(argv: list[str] | None = None):
+    parser = TrlParser((DataArguments, XGenMMSFTConfig, XGenMMModelConfig))
+    data_args, sft_config, model_args = parser.parse_args_and_config(argv)
+
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=sft_config.seed)
+    rows = load_rows(*data_args.data)
+
+    trainer = build_trl_sft_trainer(
+        model,
+        processor,
+        rows,
+        args=sft_config,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
+    )
+    trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
+    trainer.save_model()
+    return trainer
+
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@
 
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
+from .checkpoint.key_map import register_original_checkpoint_conversion
 from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig
 from .modeling_xgenmm import (
     XGenMMForConditionalGeneration,
@@ -11,7 +12,6 @@ from .modeling_xgenmm import (
     XGenMMPerceiverResampler,
     XGenMMPreTrainedModel,
 )
-from .original_checkpoint import register_original_checkpoint_conversion
 from .registration import register_auto_classes
 
 

@@ -18,10 +18,11 @@ import time
 import torch
 from huggingface_hub.errors import HfHubHTTPError
 
-from .convert_original_checkpoint import convert_original_checkpoint
-from .model_card import VARIANTS
-from .original_checkpoint import OriginalCheckpointError
-from .publishing import PublishError, prepare_hub_folder, publish
+from .checkpoint.convert import convert_original_checkpoint
+from .checkpoint.folders import ModelFolderError
+from .checkpoint.key_map import OriginalCheckpointError
+from .hub.model_card import VARIANTS
+from .hub.publish import PublishError, prepare_hub_folder, publish
 from .toy_world.settings import DEFAULT_CONFIG as DEFAULT_TOY_CONFIG
 from .toy_world.settings import ToyWorldSettings
 
@@ -73,7 +74,9 @@ def add_publish_command(subcommands: argparse._SubParsersAction) -> None:
         "with --weights",
     )
     publish_command.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. namespace/name")
-    publish_command.add_argument("--weights", metavar="DIR", help="folder of the safetensors weights (default: FOLDER)")
+    publish_command.add_argument(
+        "--weights", metavar="DIR", help="folder of the safetensors weights (default: FOLDER)"
+    )
     publish_command.add_argument(
         "--tokenizer",
         metavar="DIR_OR_REPO",
@@ -161,7 +164,8 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_toy_world_command(args: argparse.Namespace) -> None:
     # Imported here: the trainers take a second to import, which `convert` and `publish` should not pay.
-    from .toy_world.recipe import format_accuracy_table, run_toy_world
+    from .toy_world.evaluation import format_accuracy_table
+    from .toy_world.recipe import run_toy_world
 
     settings = ToyWorldSettings.quick() if args.quick else ToyWorldSettings()
     given = {name: getattr(args, name) for name in ("pretrain_steps", "sft_steps", "pair_fraction")}
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.handler(args)
-    except (OriginalCheckpointError, PublishError) as error:
+    except (ModelFolderError, OriginalCheckpointError, PublishError) as error:
         parser.exit(2, f"xgenmm {args.command}: error: {error}\n")
     except HfHubHTTPError as error:
         parser.exit(1, f"xgenmm {args.command}: the Hub refused the request: {error}\n")

@@ -16,7 +16,6 @@ from math import isqrt
 
 import torch
 from torch import nn
-
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
@@ -464,6 +463,19 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
 
     def get_image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None, **kwargs):
         return self.model.get_image_features(pixel_values, image_sizes, **kwargs)
+
+    def num_parameters_by_part(self) -> dict[str, int]:
+        """Parameters of the vision tower, the resampler, the language model with its head, and all together."""
+
+        def count(module: nn.Module) -> int:
+            return sum(parameter.numel() for parameter in module.parameters())
+
+        return {
+            "vision_tower": count(self.model.vision_tower),
+            "resampler": count(self.model.resampler),
+            "language_model": count(self.model.language_model) + count(self.lm_head),
+            "total": count(self),
+        }
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")

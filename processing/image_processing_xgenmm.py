@@ -253,14 +253,8 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
     two passes, premultiplied alpha for RGBA and LA images, and Pillow's exact nearest-neighbour indices for P and 1
     images. Other modes (CMYK, I;16, I, F, YCbCr, ...) are converted to RGB before resizing instead of after.
 
-    Measured difference from the PIL backend, in uint8 levels of the views (one level = 2 / 255 in `pixel_values`):
-    - released-processor fixtures (`official_tiny`, 10 images: RGB, RGBA, L, P): at most 4 levels (RGBA; RGB 2,
-      L 1, P 0), on less than 0.3% of the values;
-    - synthetic images with sharp edges: RGB, L, CMYK at most 2 levels, RGBA and LA with alpha gradients up to 25
-      levels (un-premultiplying divides one-level rounding differences by small alphas), each on less than 1% of the
-      values; P and 1 identical;
-    - converted-first modes are not bounded (16-bit images above 255 differ by up to ~120 levels): use the PIL backend
-      for them, or `convert("RGB")` first as the released drivers did.
+    Its views differ from the PIL backend's by a few uint8 levels on a small fraction of the values (the README's
+    "Image processing backends" gives the measured bounds per image mode).
 
     Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` (original height, width).
     """
@@ -342,9 +336,8 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
             rows = _pillow_nearest_indices(old_height, height, pixels.device)
             columns = _pillow_nearest_indices(old_width, width, pixels.device)
             return pixels.index_select(1, rows).index_select(2, columns)
-        if height < old_height:
-            if 2 * (width - old_width) > height - old_height:
-                pixels = self.resize(pixels, SizeDict(height=height, width=old_width), resample=interpolation)
+        if height < old_height and 2 * (width - old_width) > height - old_height:
+            pixels = self.resize(pixels, SizeDict(height=height, width=old_width), resample=interpolation)
         # torchvision returns uint8 resizes channels-last; the crops, padding and concatenation are far faster
         # on contiguous channels-first tensors.
         resized = self.resize(pixels, SizeDict(height=height, width=width), resample=interpolation).contiguous()

@@ -5,8 +5,7 @@ import torch
 from transformers import AutoProcessor, GenerationConfig
 
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
-
-from conftest import TINY_RANDOM
+from paths import TINY_RANDOM
 from processing_helpers import png_bytes, synthetic_image
 
 

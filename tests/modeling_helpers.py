@@ -4,8 +4,7 @@ import torch
 
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
 from modeling_xgenmm.modeling_xgenmm import num_image_views
-
-from conftest import TINY_RANDOM
+from paths import TINY_RANDOM
 
 
 def tiny_config(**overrides) -> XGenMMConfig:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load, load_file
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-from conftest import original_fixtures_dir
+from paths import original_fixtures_dir
 
 
 LOGITS_ATOL = 1e-4
@@ -108,8 +108,9 @@ def build_inputs(case: RecordedCase, prefix: str, image_token_id: int) -> dict:
     ids, mask = case.tensors[f"{prefix}input_ids"], case.tensors[f"{prefix}attention_mask"]
     pad_id = case.info["gen_kwargs"]["pad_token_id"]
     rows = [
-        expand_image_tokens(ids[row].tolist(), mask[row].tolist(), case.image_token_counts(row), image_token_id,
-                            image_token_id + 1)
+        expand_image_tokens(
+            ids[row].tolist(), mask[row].tolist(), case.image_token_counts(row), image_token_id, image_token_id + 1
+        )
         for row in range(ids.shape[0])
     ]
     length = max(len(row_ids) for row_ids, _ in rows)

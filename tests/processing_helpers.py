@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load
 
-from conftest import TINY_RANDOM
+from paths import TINY_RANDOM
 
 
 def fixture_pixels(fixtures_dir: Path) -> dict[str, torch.Tensor]:

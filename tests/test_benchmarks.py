@@ -1,5 +1,5 @@
-"""The benchmark command (`benchmarks/run.py`): the tiny preset as a CI smoke test, the refusal of the full preset
-without a GPU, and the GPU ceilings' arithmetic, run on the CPU."""
+"""The benchmark command (`python -m benchmarks.run`): the tiny preset as a CI smoke test, the refusal of the full
+preset without a GPU, and the GPU ceilings' arithmetic, run on the CPU."""
 
 import json
 import subprocess
@@ -8,15 +8,9 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT
-
-
-BENCHMARKS = REPO_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the benchmark scripts import each other as sibling modules
-
-from generation_speed import MODES, generation_inputs  # noqa: E402
-from gpu_ceilings import ceilings, decode_weight_bytes  # noqa: E402
-from run import (  # noqa: E402
+from benchmarks.generation_speed import MODES, generation_inputs
+from benchmarks.gpu_ceilings import ceilings, decode_weight_bytes
+from benchmarks.run import (
     BATCH_SIZES,
     PRESETS,
     TOKENIZER_FOLDER,
@@ -26,15 +20,15 @@ from run import (  # noqa: E402
     report,
     run,
 )
-
-from xgenmm_processing import XGenMMTokenizer  # noqa: E402
-from xgenmm_processing.build_hub_processing import build_processor  # noqa: E402
+from modeling_xgenmm.hub.variants import build_processor
+from paths import REPO_ROOT
+from xgenmm_processing import XGenMMTokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("bench") / "tiny.json"
-    command = [sys.executable, str(BENCHMARKS / "run.py"), "--preset", "tiny", "--threads", "1", "--json", str(path)]
+    command = [sys.executable, "-m", "benchmarks.run", "--preset", "tiny", "--threads", "1", "--json", str(path)]
     completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=110)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Targets" in completed.stdout
@@ -45,7 +39,7 @@ def tiny_results(tmp_path_factory) -> dict:
 def tiny_model_and_processor():
     tokenizer = XGenMMTokenizer.from_pretrained(TOKENIZER_FOLDER)
     config = preset_config(PRESETS["tiny"], tokenizer)
-    return build_model(config, torch.float32, torch.device("cpu")), build_processor(config.to_dict(), tokenizer)
+    return build_model(config, torch.float32, torch.device("cpu")), build_processor(config, tokenizer)
 
 
 def test_tiny_preset_measures_both_image_processing_backends(tiny_results):

@@ -7,24 +7,20 @@ import re
 import pytest
 import torch
 
+from modeling_xgenmm.train.collators import BadSampleError, XGenMMDataCollator
 from processing_helpers import synthetic_image, tiny_processor
 from training_helpers import (
     IMAGE_SIZES_WH,
     multi_image_rows,
     pretraining_rows,
     sft_rows,
-    single_torch_thread,
     write_images,
 )
-from xgenmm_processing.collators import BadSampleError, XGenMMDataCollator
 
 
 IMAGE_ID, PAD_ID = 992, 991
 # Image tokens per image of IMAGE_SIZES_WH in the tiny config: views (1 + grid crops) x 8 latents.
 TOKENS_PER_IMAGE = [24, 24, 24, 32]
-
-
-one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +245,11 @@ def bad_row(request, tmp_path, images):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     row = {
         key: (
-            [images[0] if image == "IMAGE" else image for image in value] if isinstance(value, list) else
-            str(tmp_path / "broken.png") if value == "BROKEN" else value
+            [images[0] if image == "IMAGE" else image for image in value]
+            if isinstance(value, list)
+            else str(tmp_path / "broken.png")
+            if value == "BROKEN"
+            else value
         )
         for key, value in row.items()
     }
@@ -269,7 +268,7 @@ def test_bad_rows_are_skipped_counted_and_logged_when_asked(processor, images, c
     good = sft_rows(images, count=2)
     rows = [good[0], {"id": "x", "messages": []}, good[1], {"id": "y", "image": "gone.png", "caption": "c"}]
     collator = XGenMMDataCollator(processor, on_bad_sample="skip")
-    with caplog.at_level(logging.WARNING, logger="xgenmm_processing.collators"):
+    with caplog.at_level(logging.WARNING, logger="modeling_xgenmm.train.collators"):
         batch = collator(rows)
         collator(rows[1:2] + rows[:1])
     assert collator.num_skipped == 3

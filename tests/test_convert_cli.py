@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_xgenmm.cli import main
-
-from conftest import original_fixtures_dir
 from isolation import run_isolated
+from modeling_xgenmm.cli import main
 from original_fixtures import (
     assert_forward_matches_recording,
     build_inputs,
@@ -21,6 +19,7 @@ from original_fixtures import (
     recorded_case,
     recorded_case_names,
 )
+from paths import original_fixtures_dir
 
 
 def xgenmm_command() -> list[str]:

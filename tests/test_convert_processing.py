@@ -7,13 +7,13 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoProcessor
+from transformers import AutoImageProcessor, AutoProcessor, GenerationConfig
 
-import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
-from modeling_xgenmm.convert_original_checkpoint import convert_original_checkpoint
-from xgenmm_processing.build_hub_processing import build_tiny_tokenizer
-
-from conftest import original_fixtures_dir
+from modeling_xgenmm import XGenMMForConditionalGeneration
+from modeling_xgenmm.checkpoint.convert import convert_original_checkpoint
+from modeling_xgenmm.hub.hub_configs import build_tiny_tokenizer
+from modeling_xgenmm.hub.publish import prepare_hub_folder
+from paths import original_fixtures_dir
 from processing_helpers import fixture_float, fixture_pixels, write_original_phi3_folder
 
 
@@ -52,3 +52,28 @@ def test_converted_processor_reproduces_the_original_processor_and_token_ids(tmp
         expected = fixture_float(pixels[index[key]["anyres"]["tensor"]])
         assert torch.equal(inputs["pixel_values"], expected), key
         assert int((inputs["input_ids"] == token_map["<image>"]).sum()) == expected.shape[0] * latents
+
+
+def test_the_converter_and_the_publisher_stop_an_instruct_model_at_the_same_eos_ids(tmp_path):
+    fixtures = original_fixtures_dir()
+    original = shutil.copytree(fixtures / "checkpoints" / "instruct", tmp_path / "original")
+    write_original_phi3_folder(tmp_path / "phi3", build_tiny_tokenizer())
+    for tokenizer_file in (tmp_path / "phi3").iterdir():
+        shutil.copyfile(tokenizer_file, original / tokenizer_file.name)
+    # A generation config that stops at <|endoftext|> only, as the released one once did.
+    text_eos = json.loads((original / "config.json").read_text())["text_config"]["eos_token_id"]
+    generation = json.loads((original / "generation_config.json").read_text())
+    (original / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": text_eos}))
+
+    converted = convert_original_checkpoint(original, tmp_path / "converted", dtype=torch.float32)
+    # The same model saved by save_pretrained (read from the original folder directly), then published.
+    saved = tmp_path / "saved"
+    model = XGenMMForConditionalGeneration.from_pretrained(original)
+    model.generation_config = GenerationConfig.from_pretrained(original)
+    model.save_pretrained(saved)
+    AutoProcessor.from_pretrained(converted).save_pretrained(saved)
+    published = prepare_hub_folder(saved, tmp_path / "published", "me/tiny")
+
+    end_id = json.loads((fixtures / "token_map.json").read_text())["<|end|>"]
+    eos = {folder.name: GenerationConfig.from_pretrained(folder).eos_token_id for folder in (converted, published)}
+    assert eos == {"converted": [end_id, text_eos], "published": [end_id, text_eos]}

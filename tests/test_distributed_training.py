@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_RANDOM
 from modeling_xgenmm import XGenMMForConditionalGeneration
-from modeling_xgenmm.training import load_model_and_processor, weights_sha256
+from modeling_xgenmm.train.policy import load_model_and_processor, weights_sha256
+from paths import REPO_ROOT, TINY_RANDOM
 from training_helpers import sft_rows, write_images, write_jsonl
 
 
@@ -23,21 +23,37 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Runs an example script's `main` on this rank, then prints the digest of the rank's final weights.
+DIGEST_LAUNCHER = """
+import runpy, sys
+from modeling_xgenmm.train.policy import weights_sha256
+
+trainer = runpy.run_path(sys.argv[1])["main"](sys.argv[2:])
+state = trainer.accelerator.state
+# One write per line: the processes share stdout.
+print(f"rank {state.process_index} of {state.num_processes} ({state.backend}): weights sha256 "
+      f"{weights_sha256(trainer.model)}\\n", end="", flush=True)
+"""
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("example", ["sft", "sft_trl"])
 def test_two_processes_train_data_parallel_and_end_with_identical_weights(example, tmp_path):
     write_images(tmp_path)
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows([f"img/{index}.png" for index in range(4)], 16))
     output_dir = tmp_path / "out"
+    launcher = tmp_path / "launch_with_digest.py"
+    launcher.write_text(DIGEST_LAUNCHER)
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         # `--multi_gpu` is the name of accelerate's torchrun launcher; without an accelerator the training
         # arguments put each process on the CPU, with gloo. (`--cpu` alone starts one process unless MPI is used.)
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(REPO_ROOT / "examples" / f"{example}.py"),
-        "--model", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir),
+        str(launcher), str(REPO_ROOT / "examples" / f"{example}.py"),
+        "--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir),
         "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
-        "--report_to", "none", "--disable_tqdm", "true", "--print_weights_sha256",
+        "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
     completed = subprocess.run(
         command,

@@ -9,25 +9,21 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from conftest import HUB_CONFIGS
 from hub_helpers import chat, sample_images, tiny_instruct_model, tiny_processor, write_pngs
 from isolation import run_isolated
-from modeling_xgenmm.dpo import (
+from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
+from modeling_xgenmm.train.collators import XGenMMPreferenceCollator
+from modeling_xgenmm.train.dpo import (
     XGenMMDPOConfig,
-    XGenMMPreferenceCollator,
     build_dpo_trainer,
     completion_log_probs,
-    normalize_preference_row,
     preference_dataset,
     save_trained_model,
 )
-from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
-from modeling_xgenmm.training import load_model_and_processor, lora_config
-from training_helpers import single_torch_thread, tiny_run_settings
-from xgenmm_processing.rows import fill_image_blocks
-
-
-one_thread = pytest.fixture(autouse=True)(single_torch_thread)
+from modeling_xgenmm.train.policy import load_model_and_processor, lora_config
+from modeling_xgenmm.train.rows import fill_image_blocks, normalize_preference_row
+from paths import HUB_CONFIGS
+from training_helpers import tiny_run_settings
 
 
 def toy_rows(count: int = 8, seed: int = 5) -> list[dict]:
@@ -200,7 +196,13 @@ def test_trl_dpo_trainer_trains_full_dpo_against_an_explicit_reference(tmp_path)
 
 def loss_and_gradients(share: bool, lora: bool, tmp_path, rows):
     model, processor = tiny_instruct_model(), tiny_processor()
-    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path, share_image_features=share), lora=lora)
+    trainer = build_dpo_trainer(
+        model,
+        processor,
+        rows,
+        dpo_config(tmp_path, share_image_features=share),
+        peft_config=lora_config(model) if lora else None,
+    )
     generator = torch.Generator().manual_seed(0)
     for name, param in trainer.model.named_parameters():
         if "lora_B" in name:  # zero at init: move the policy away from the reference
@@ -234,7 +236,9 @@ def test_a_frozen_batch_norm_tower_shares_image_features_and_keeps_its_statistic
     # four forwards of a step.
     model, processor = load_model_and_processor(HUB_CONFIGS / "toy-world", seed=0)
     rows = toy_rows(4)
-    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path, share_image_features=True), lora=True)
+    trainer = build_dpo_trainer(
+        model, processor, rows, dpo_config(tmp_path, share_image_features=True), peft_config=lora_config(model)
+    )
     norms = [m for m in model.model.vision_tower.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [norm.running_mean.clone() for norm in norms]
     views = vision_views_encoded(model)
@@ -248,7 +252,7 @@ def test_a_frozen_batch_norm_tower_shares_image_features_and_keeps_its_statistic
 def test_image_features_are_not_shared_when_the_resampler_trains(tmp_path):
     rows = toy_rows(4)
     model, processor = tiny_instruct_model(), tiny_processor()
-    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path), lora=False, freeze_resampler=False)
+    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path, freeze_resampler=False))
     assert trainer._sharing_refused.startswith("the resampler trains")
     views = vision_views_encoded(model)
     trainer.model.train()
@@ -259,14 +263,14 @@ def test_image_features_are_not_shared_when_the_resampler_trains(tmp_path):
     refusal = r"share_image_features=True, but image features cannot be shared: the resampler trains"
     with pytest.raises(ValueError, match=refusal):
         build_dpo_trainer(
-            model, processor, rows, dpo_config(tmp_path, share_image_features=True), lora=False, freeze_resampler=False
+            model, processor, rows, dpo_config(tmp_path, share_image_features=True, freeze_resampler=False)
         )
 
 
 def test_a_tower_unfrozen_during_training_falls_back_and_a_different_reference_is_refused(tmp_path):
     rows = toy_rows(4)
     model, processor = tiny_instruct_model(), tiny_processor()
-    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path), lora=False)
+    trainer = build_dpo_trainer(model, processor, rows, dpo_config(tmp_path))
     assert trainer._sharing_refused is None
     model.model.vision_tower.requires_grad_(True)
     views = vision_views_encoded(model)
@@ -275,9 +279,7 @@ def test_a_tower_unfrozen_during_training_falls_back_and_a_different_reference_i
     assert views == [trainer.data_collator(rows[:2])["pixel_values"].shape[0]]
 
     reference = tiny_instruct_model(seed=1)
-    trainer = build_dpo_trainer(
-        tiny_instruct_model(), processor, rows, dpo_config(tmp_path), lora=False, ref_model=reference
-    )
+    trainer = build_dpo_trainer(tiny_instruct_model(), processor, rows, dpo_config(tmp_path), ref_model=reference)
     assert trainer._sharing_refused == "the reference model's vision_tower differs from the policy's"
 
 
@@ -293,9 +295,10 @@ def test_lora_and_full_dpo_results_load_and_answer_through_the_pipeline_without_
     expected, folders = {}, {}
     for lora in (True, False):
         name = "lora" if lora else "full"
-        start = tiny_instruct_model()
+        start, model = tiny_instruct_model(), tiny_instruct_model()
+        peft_config = lora_config(model) if lora else None
         trainer = build_dpo_trainer(
-            tiny_instruct_model(), processor, toy_rows(8), dpo_config(tmp_path / name), lora=lora
+            model, processor, toy_rows(8), dpo_config(tmp_path / name), peft_config=peft_config
         )
         trainer.train()
         folders[name] = tmp_path / f"{name}-model"
@@ -325,7 +328,7 @@ def test_lora_and_full_dpo_results_load_and_answer_through_the_pipeline_without_
                                                {{"type": "text", "text": "What color are the shapes?"}}]}}]
         batch = torch.load("batch.pt")
         out = {{}}
-        for name, folder in {({k: str(v) for k, v in folders.items()})!r}.items():
+        for name, folder in { ({k: str(v) for k, v in folders.items()})!r}.items():
             pipe = pipeline("image-text-to-text", model=folder, trust_remote_code=True, **{greedy!r})
             token_ids = pipe(text=chat, return_tensors=True)[0]["generated_token_ids"]
             with torch.no_grad():

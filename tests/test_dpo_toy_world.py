@@ -5,12 +5,9 @@ language model cannot change), so only its definition is tested here."""
 
 import pytest
 
-from modeling_xgenmm.toy_world.preference import ToyWorldDPOSettings, hallucination_rates, run_toy_world_dpo
+from modeling_xgenmm.toy_world.dpo import ToyWorldDPOSettings, run_toy_world_dpo
+from modeling_xgenmm.toy_world.evaluation import hallucination_rates
 from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, run_toy_world
-from training_helpers import single_torch_thread
-
-
-one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
 
 def test_hallucination_rate_counts_wrong_answers_and_absent_attributes(monkeypatch):
@@ -21,10 +18,11 @@ def test_hallucination_rate_counts_wrong_answers_and_absent_attributes(monkeypat
         {"kind": "count", "answer": "two"},
     ]
     answers = ["red", "blue", "a circle", "zero"]  # right; absent colour; wrong form; not a count (1-4) of the world
-    monkeypatch.setattr("modeling_xgenmm.toy_world.preference.greedy_answers", lambda model, processor, rows: answers)
+    monkeypatch.setattr("modeling_xgenmm.toy_world.evaluation.greedy_answers", lambda model, processor, rows: answers)
     assert hallucination_rates(None, None, rows) == {"hallucination_rate": 0.75, "absent_attribute_rate": 0.25}
 
 
+@pytest.mark.slow
 def test_dpo_lifts_held_out_preference_accuracy(tmp_path):
     sft = ToyWorldSettings(
         pretrain_steps=150, sft_steps=250, sft_batch_size=16, warmup_steps=20, pair_fraction=0.5, eval_rows=3

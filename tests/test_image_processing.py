@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import TINY_RANDOM, original_fixtures_dir
+from paths import TINY_RANDOM, original_fixtures_dir
 from processing_helpers import (
     as_base64,
     fixture_float,

@@ -9,11 +9,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.generation.configuration_utils import CompileConfig
 from transformers.integrations.accelerate import infer_auto_device_map
 
-from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration, XGenMMModel
-from modeling_xgenmm.modeling_xgenmm import stitched_raster_index, unpad_mask
-
 from isolation import run_isolated
 from modeling_helpers import collate, make_sample, tiny_config, tiny_model
+from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration, XGenMMModel
+from modeling_xgenmm.modeling_xgenmm import stitched_raster_index, unpad_mask
 
 
 # Image sizes (height, width) that pick different grids of the tiny config (view size 56): 1x2, 2x1, 3x1, 2x2.
@@ -27,7 +26,7 @@ def count_params(module: torch.nn.Module) -> int:
 def test_default_config_builds_the_released_parameter_counts_on_meta_device():
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration(XGenMMConfig())
-    # Perceiver: 6 x (2 LayerNorms + to_q + to_kv + to_out + LayerNorm + 1152->4608->1152) + latents + norm + projection.
+    # Perceiver: 6 x (2 LayerNorms + to_q + to_kv + to_out + LayerNorm + 1152->4608->1152) + latents, norm, projection.
     assert count_params(model.model.resampler) == 109_901_568
     # SigLIP so400m-patch14-384 vision transformer WITHOUT the unused attention-pooling head (428,225,600 with it).
     assert count_params(model.model.vision_tower) == 412_987_248
@@ -204,7 +203,7 @@ def test_auto_device_map_never_splits_a_block():
     model = tiny_model()
     no_split = model._no_split_modules
     assert {"XGenMMPerceiverLayer", "SiglipEncoderLayer", "Phi3DecoderLayer"} <= set(no_split)
-    budget = {device: 250_000 for device in range(8)} | {"cpu": 10**9}
+    budget = dict.fromkeys(range(8), 250000) | {"cpu": 10**9}
     device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
     assert len(set(device_map.values())) > 2  # the budget forces the model over several devices
 

@@ -10,11 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration, XGenMMModel
-from modeling_xgenmm import convert_original_checkpoint as convert_module
-from modeling_xgenmm.convert_original_checkpoint import HUB_ALLOW_PATTERNS, convert_original_checkpoint
-from modeling_xgenmm.original_checkpoint import OriginalCheckpointError, plan_original_weights
-
-from conftest import original_fixtures_dir
+from modeling_xgenmm.checkpoint import convert as convert_module
+from modeling_xgenmm.checkpoint.convert import HUB_ALLOW_PATTERNS, convert_original_checkpoint
+from modeling_xgenmm.checkpoint.folders import ModelFolderError
+from modeling_xgenmm.checkpoint.key_map import OriginalCheckpointError, plan_original_weights
 from original_fixtures import (
     assert_forward_matches_recording,
     assert_layout_matches_recording,
@@ -24,6 +23,7 @@ from original_fixtures import (
     recorded_case,
     recorded_case_names,
 )
+from paths import original_fixtures_dir
 
 
 VARIANTS = ("base", "instruct")
@@ -182,40 +182,86 @@ def test_backbone_loads_directly_from_an_original_checkpoint(fixtures, load_mode
 # The released checkpoints' 718 key names (official-xgenmm-facts.md), generated from their patterns.
 SIGLIP_LAYER_KEYS = [
     f"{module}.{kind}"
-    for module in ("layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2", "self_attn.q_proj", "self_attn.k_proj",
-                   "self_attn.v_proj", "self_attn.out_proj")
+    for module in (
+        "layer_norm1",
+        "layer_norm2",
+        "mlp.fc1",
+        "mlp.fc2",
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.out_proj",
+    )
     for kind in ("weight", "bias")
 ]
 SIGLIP_HEAD_KEYS = [
-    "head.attention.in_proj_weight", "head.attention.in_proj_bias", "head.attention.out_proj.weight",
-    "head.attention.out_proj.bias", "head.layernorm.weight", "head.layernorm.bias", "head.mlp.fc1.weight",
-    "head.mlp.fc1.bias", "head.mlp.fc2.weight", "head.mlp.fc2.bias", "head.probe",
+    "head.attention.in_proj_weight",
+    "head.attention.in_proj_bias",
+    "head.attention.out_proj.weight",
+    "head.attention.out_proj.bias",
+    "head.layernorm.weight",
+    "head.layernorm.bias",
+    "head.mlp.fc1.weight",
+    "head.mlp.fc1.bias",
+    "head.mlp.fc2.weight",
+    "head.mlp.fc2.bias",
+    "head.probe",
 ]
 PERCEIVER_LAYER_KEYS = [
-    "0.norm_media.weight", "0.norm_media.bias", "0.norm_latents.weight", "0.norm_latents.bias", "0.to_q.weight",
-    "0.to_kv.weight", "0.to_out.weight", "1.0.weight", "1.0.bias", "1.1.weight", "1.3.weight",
+    "0.norm_media.weight",
+    "0.norm_media.bias",
+    "0.norm_latents.weight",
+    "0.norm_latents.bias",
+    "0.to_q.weight",
+    "0.to_kv.weight",
+    "0.to_out.weight",
+    "1.0.weight",
+    "1.0.bias",
+    "1.1.weight",
+    "1.3.weight",
 ]
 PHI3_LAYER_KEYS = [
-    "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.qkv_proj.weight",
-    "self_attn.o_proj.weight", "mlp.gate_up_proj.weight", "mlp.down_proj.weight",
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+    "self_attn.qkv_proj.weight",
+    "self_attn.o_proj.weight",
+    "mlp.gate_up_proj.weight",
+    "mlp.down_proj.weight",
 ]
 
 
 def released_original_keys(siglip_layers=27, perceiver_layers=6, phi3_layers=32) -> list[str]:
     vision = "vlm.vision_encoder."
-    keys = [vision + key for key in ("embeddings.patch_embedding.weight", "embeddings.patch_embedding.bias",
-                                      "embeddings.position_embedding.weight", "post_layernorm.weight",
-                                      "post_layernorm.bias")]
+    keys = [
+        vision + key
+        for key in (
+            "embeddings.patch_embedding.weight",
+            "embeddings.patch_embedding.bias",
+            "embeddings.position_embedding.weight",
+            "post_layernorm.weight",
+            "post_layernorm.bias",
+        )
+    ]
     keys += [f"{vision}encoder.layers.{i}.{key}" for i in range(siglip_layers) for key in SIGLIP_LAYER_KEYS]
     keys += [vision + key for key in SIGLIP_HEAD_KEYS]
     perceiver = "vlm.vision_tokenizer."
-    keys += [perceiver + key for key in ("latents", "norm.weight", "norm.bias", "projection.weight",
-                                         "projection.bias")]
+    keys += [
+        perceiver + key for key in ("latents", "norm.weight", "norm.bias", "projection.weight", "projection.bias")
+    ]
     keys += [f"{perceiver}layers.{i}.{key}" for i in range(perceiver_layers) for key in PERCEIVER_LAYER_KEYS]
     language = "vlm.lang_model."
-    keys += [language + key for key in ("model.embed_tokens.weight", "model.embed_tokens.additional_embedding.weight",
-                                        "model.norm.weight", "lm_head.weight", "lm_head.bias",
-                                        "lm_head.additional_fc.weight", "lm_head.additional_fc.bias")]
+    keys += [
+        language + key
+        for key in (
+            "model.embed_tokens.weight",
+            "model.embed_tokens.additional_embedding.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+            "lm_head.bias",
+            "lm_head.additional_fc.weight",
+            "lm_head.additional_fc.bias",
+        )
+    ]
     keys += [f"{language}model.layers.{i}.{key}" for i in range(phi3_layers) for key in PHI3_LAYER_KEYS]
     return keys
 
@@ -353,5 +399,19 @@ def test_direct_load_of_half_a_decoupled_vocabulary_fails_naming_the_absent_half
 def test_converting_into_a_non_empty_folder_is_refused(fixtures, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("keep me")
-    with pytest.raises(OriginalCheckpointError, match="exists and is not an empty folder"):
+    with pytest.raises(ModelFolderError, match="exists and is not an empty folder"):
         convert_original_checkpoint(fixtures / "checkpoints" / "base", tmp_path / "out")
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+def test_a_failed_conversion_leaves_no_output_folder(fixtures, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(convert_module, "save_file", fail)
+    with pytest.raises(OSError, match="disk full"):
+        convert_original_checkpoint(fixtures / "checkpoints" / "base", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # neither the output folder nor a staging folder is left
+    monkeypatch.undo()
+    convert_original_checkpoint(fixtures / "checkpoints" / "base", tmp_path / "out", dtype=torch.float32)
+    assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -1,15 +1,16 @@
-"""VLFeedback and VLGuard rows in the public datasets' shapes (small files the tests write, with rendered images) become
-TRL vision preference rows by the documented rules, and go through the preference collator."""
+"""VLFeedback and VLGuard rows in the public datasets' shapes (small files the tests write, with rendered images)
+become TRL vision preference rows by the documented rules, and go through the preference collator."""
 
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO_ROOT
+from peft import PeftModel
+
 from hub_helpers import tiny_instruct_model, tiny_processor
-from modeling_xgenmm.dpo import XGenMMPreferenceCollator
-from modeling_xgenmm.preference_data import load_vlfeedback, load_vlguard, vlfeedback_preference_row
+from modeling_xgenmm.train.collators import XGenMMPreferenceCollator
+from modeling_xgenmm.train.preference_data import load_vlfeedback, load_vlguard, vlfeedback_preference_row
 from processing_helpers import png_bytes, synthetic_image
+from training_helpers import run_example
 
 
 def completion(response: str, helpfulness: str, faithfulness: str, ethics: str, model: str = "some-vlm") -> dict:
@@ -130,7 +131,9 @@ def test_vlfeedback_rows_collate_with_the_responses_as_completions(vlfeedback_fi
     rows = load_vlfeedback(vlfeedback_file, images_dir=vlfeedback_file.parent / "merged_images")
     batch = XGenMMPreferenceCollator(processor=processor)(rows)
     decoded = [processor.decode(ids[mask.bool()]) for ids, mask in zip(batch["input_ids"], batch["completion_mask"])]
-    assert decoded == [f"{text}<|end|>\n" for text in [texts(row)[0] for row in rows] + [texts(row)[1] for row in rows]]
+    assert decoded == [
+        f"{text}<|end|>\n" for text in [texts(row)[0] for row in rows] + [texts(row)[1] for row in rows]
+    ]
     assert batch["image_sizes"].tolist() == [[40, 60], [60, 40], [50, 50]] * 2
 
 
@@ -207,26 +210,23 @@ def test_malformed_vlguard_rows_are_named(tmp_path):
         load_vlguard(path)
 
 
-def run_example(name: str, argv: list[str]) -> None:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(argv)
-
-
 @pytest.mark.parametrize("example", ["dpo_vlfeedback", "safety_vlguard"])
-def test_the_dpo_examples_train_on_their_files_and_save_a_model(example, vlfeedback_file, vlguard_file, tmp_path, capsys):
+def test_the_dpo_examples_train_lora_on_their_files_and_save_a_merged_model(
+    example, vlfeedback_file, vlguard_file, tmp_path
+):
     model_dir = tmp_path / "sft"
     tiny_instruct_model().save_pretrained(model_dir)
     tiny_processor().save_pretrained(model_dir)
     data = vlfeedback_file if example == "dpo_vlfeedback" else vlguard_file
     images_dir = ["--images_dir", str(vlfeedback_file.parent / "merged_images")] if example == "dpo_vlfeedback" else []
     output_dir = tmp_path / "out"
-    run_example(
+    trainer = run_example(
         example,
-        ["--model", str(model_dir), "--data", str(data), *images_dir, "--output_dir", str(output_dir),
+        ["--model_name_or_path", str(model_dir), "--data", str(data), *images_dir, "--output_dir", str(output_dir),
          "--max_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none", "--save_strategy", "no",
          "--activation_checkpointing", "false", "--disable_tqdm", "true"],
-    )
-    assert "pairs): {" in capsys.readouterr().out
+    )  # fmt: skip
+    assert trainer.state.global_step == 1
+    assert isinstance(trainer.model, PeftModel)  # the report's DPO: LoRA unless --use_peft false
     assert (output_dir / "model" / "model.safetensors").is_file() and (output_dir / "model" / "config.json").is_file()
+    assert not (output_dir / "model" / "adapter_config.json").exists()

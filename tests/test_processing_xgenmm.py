@@ -11,13 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoProcessor
 
-from conftest import HUB_CONFIGS, TINY_RANDOM
 from isolation import run_isolated
 from modeling_xgenmm import XGenMMConfig, XGenMMModel
+from modeling_xgenmm.hub.variants import build_processor, chat_template
+from paths import HUB_CONFIGS, TINY_RANDOM
 from processing_helpers import as_base64, png_bytes, synthetic_image, tiny_processor
 from xgenmm_processing import XGenMMImageProcessor, XGenMMProcessor
-from xgenmm_processing.build_hub_processing import build_processor
-from xgenmm_processing.chat_templates import BASE_CHAT_TEMPLATE, BASE_FEW_SHOT_EXAMPLE, INSTRUCT_CHAT_TEMPLATE
 
 
 IMAGE_ID = 992
@@ -134,10 +133,12 @@ def test_base_template_renders_the_few_shot_format(images):
         {"role": "assistant", "content": " a blue star."},
         user_turn(image_block(images[2]), text_block("A picture of")),
     ]
-    processor = build_processor(
-        {"anyres": False, "image_size": 56, "perceiver_config": {"num_latents": 8}}, tiny_processor().tokenizer
+    processor = build_processor(XGenMMConfig.from_pretrained(TINY_RANDOM, anyres=False), tiny_processor().tokenizer)
+    # The report's few-shot format: `<image>` + text + answer + `<|endofchunk|>` per shot, then the query.
+    assert processor.apply_chat_template(conversation) == (
+        "<image>A picture of a red circle.<|endofchunk|><image>A picture of a blue star.<|endofchunk|>"
+        "<image>A picture of"
     )
-    assert processor.apply_chat_template(conversation) == BASE_FEW_SHOT_EXAMPLE
     out = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
     ids = out["input_ids"][0]
     assert out["pixel_values"].shape == (3, 3, 56, 56)  # base mode: one view per image
@@ -176,7 +177,7 @@ def test_each_image_marker_becomes_views_times_latents_tokens(processor, images)
 
 def test_released_processor_gives_384_to_640_tokens_per_image():
     processor = build_processor(
-        json.loads((HUB_CONFIGS / INSTRUCT_VARIANTS[0] / "config.json").read_text()), tiny_processor().tokenizer
+        XGenMMConfig.from_pretrained(HUB_CONFIGS / INSTRUCT_VARIANTS[0]), tiny_processor().tokenizer
     )
     sizes = {(384, 384): 384, (480, 640): 640, (1000, 300): 512, (200, 1500): 512, (500, 1000): 384}
     assert {size: processor.num_image_tokens(size) for size in sizes} == sizes
@@ -252,7 +253,7 @@ def test_image_tokens_match_the_model_feature_rows(tiny_model, image_sizes, grid
     side = config.image_size
     config.anyres = anyres
     config.image_grid_pinpoints = [[rows * side, cols * side] for rows, cols in grid_shapes]
-    processor = build_processor(config.to_dict(), tiny_processor().tokenizer)
+    processor = build_processor(config, tiny_processor().tokenizer)
     images = [synthetic_image("RGB", width, height) for height, width in image_sizes]
     out = processor(images=images, text=" ".join(["<image>"] * len(images)), return_tensors="pt")
     with torch.no_grad():
@@ -314,7 +315,7 @@ def test_hub_configs_carry_processing_files_consistent_with_the_model_config():
         assert image["anyres"] == config["anyres"] and image["image_grid_pinpoints"] == config["image_grid_pinpoints"]
         assert image["size"] == {"height": config["image_size"], "width": config["image_size"]}
         template = (folder / "chat_template.jinja").read_text()
-        assert template == (INSTRUCT_CHAT_TEMPLATE if config["anyres"] else BASE_CHAT_TEMPLATE), variant
+        assert template == chat_template(XGenMMConfig.from_pretrained(folder)), variant
         assert not (folder / "tokenizer.json").exists() or variant == "tiny-random"
     assert (
         json.loads((HUB_CONFIGS / "xgen-mm-phi3-mini-base-r-v1.5" / "processor_config.json").read_text())[

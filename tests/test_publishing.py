@@ -16,14 +16,13 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoProcessor, GenerationConfig
 
-from modeling_xgenmm import XGenMMForConditionalGeneration
-from modeling_xgenmm.cli import main
-from modeling_xgenmm.publishing import PublishError, prepare_hub_folder, publish
-
-from conftest import HUB_CONFIGS, TINY_RANDOM
 from fake_hub import FakeHub
 from hub_helpers import chat, sample_images, tiny_instruct_model, tiny_processor, write_pngs
 from isolation import run_isolated
+from modeling_xgenmm import XGenMMForConditionalGeneration
+from modeling_xgenmm.cli import main
+from modeling_xgenmm.hub.publish import PublishError, prepare_hub_folder, publish
+from paths import HUB_CONFIGS, TINY_RANDOM
 
 
 REPO_ID = "me/tiny-xgenmm"
@@ -106,11 +105,20 @@ def test_dry_run_writes_a_self_contained_folder_that_reproduces_logits_without_t
             else:
                 assert module.split(".")[0] not in {"modeling_xgenmm", "xgenmm_processing"}, f"{name} imports {module}"
     config = json.loads(files["config.json"])
-    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForImageTextToText"}
+    assert set(config["auto_map"]) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForCausalLM",
+        "AutoModelForImageTextToText",
+    }
     processor_config = json.loads(files["processor_config.json"])
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_xgenmm.XGenMMProcessor"}
     tokenizer_config = json.loads(files["tokenizer_config.json"])
-    for auto_map in (config["auto_map"], processor_config["image_processor"]["auto_map"], tokenizer_config["auto_map"]):
+    for auto_map in (
+        config["auto_map"],
+        processor_config["image_processor"]["auto_map"],
+        tokenizer_config["auto_map"],
+    ):
         for target in auto_map_targets(auto_map):
             module, class_name = target.split(".")
             assert class_name in defined_classes(files[f"{module}.py"].decode()), target
@@ -185,7 +193,7 @@ def test_an_instruct_model_saved_without_end_of_turn_eos_is_published_to_stop_th
     model.generation_config = GenerationConfig.from_model_config(model.config)  # eos <|endoftext|>, not <|end|>
     model.save_pretrained(tmp_path / "saved")
     processor.save_pretrained(tmp_path / "saved")
-    output_dir = prepare_hub_folder(tmp_path / "saved", tmp_path / "hub-folder", REPO_ID)
+    prepare_hub_folder(tmp_path / "saved", tmp_path / "hub-folder", REPO_ID)
 
     inputs = processor.apply_chat_template(
         chat("Hello"), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"

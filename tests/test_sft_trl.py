@@ -4,26 +4,23 @@ receives `image_sizes` (TRL #2403), and training follows the same loss curve as 
 import pytest
 import torch
 
-from conftest import TINY_RANDOM
-from modeling_xgenmm.training import (
+from modeling_xgenmm.train import (
+    XGenMMDataCollator,
     XGenMMSFTConfig,
     build_trl_sft_trainer,
     load_model_and_processor,
+    lora_config,
     train_stage,
-    trl_conversation_row,
 )
+from modeling_xgenmm.train.sft import trl_conversation_row
+from paths import TINY_RANDOM
 from training_helpers import (
     LANGUAGE_MODEL_LINEAR_LAYERS,
     LossRecorder,
     multi_image_rows,
     sft_rows,
-    single_torch_thread,
     tiny_args,
 )
-from xgenmm_processing.collators import XGenMMDataCollator
-
-
-one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
 
 def sft_config(output_dir, **overrides) -> XGenMMSFTConfig:
@@ -81,7 +78,9 @@ def test_sft_trainer_forwards_image_sizes_and_follows_the_trainer_loss_curve(ima
 
 def test_sft_trainer_with_lora_adapts_the_language_model_only(image_paths, tmp_path):
     model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
-    trainer = build_trl_sft_trainer(model, processor, sft_rows(image_paths, 4), sft_config(tmp_path), lora=True)
+    trainer = build_trl_sft_trainer(
+        model, processor, sft_rows(image_paths, 4), sft_config(tmp_path), peft_config=lora_config(model)
+    )
     adapted = {
         name.removeprefix("base_model.model.").removesuffix(".lora_A")
         for name, _ in trainer.model.named_modules()

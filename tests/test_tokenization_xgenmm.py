@@ -7,10 +7,10 @@ import pytest
 from transformers import AutoTokenizer
 
 import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
-from conftest import TINY_RANDOM, original_fixtures_dir
+from modeling_xgenmm.hub.hub_configs import PHI3_ADDED_TOKENS, build_tiny_tokenizer
+from paths import TINY_RANDOM, original_fixtures_dir
 from processing_helpers import write_original_phi3_folder
 from xgenmm_processing import XGenMMTokenizer
-from xgenmm_processing.build_hub_processing import PHI3_ADDED_TOKENS, build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,8 @@ from modeling_xgenmm.toy_world.data import (
     preference_row,
     question_row,
 )
-from modeling_xgenmm.toy_world.recipe import (
-    ToyWorldSettings,
-    fine_tuning_rows,
-    format_accuracy_table,
-    held_out_rows,
-    pretraining_rows,
-)
-from training_helpers import single_torch_thread
-
-
-one_thread = pytest.fixture(autouse=True)(single_torch_thread)
+from modeling_xgenmm.toy_world.evaluation import format_accuracy_table
+from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, fine_tuning_rows, held_out_rows, pretraining_rows
 
 
 def painted_cells(image) -> list[tuple[int, int, int]]:
@@ -87,8 +78,10 @@ def test_shapes_differ_in_their_pixels():
 
 
 def test_rows_are_a_pure_function_of_seed_and_index():
-    rows, again, other = ToyWorldRows(question_row, 10, seed=3), ToyWorldRows(question_row, 10, seed=3), ToyWorldRows(
-        question_row, 10, seed=4
+    rows, again, other = (
+        ToyWorldRows(question_row, 10, seed=3),
+        ToyWorldRows(question_row, 10, seed=3),
+        ToyWorldRows(question_row, 10, seed=4),
     )
     for index in range(10):
         assert rows[index]["messages"] == again[index]["messages"]
@@ -146,7 +139,11 @@ def test_two_image_questions_are_right_and_balanced():
             assert counts[0] != counts[1]
             assert row["answer"] == ("first" if counts[0] > counts[1] else "second")
     # Each kind's two verdicts are near 50/50 (100 rows per kind), so always giving one of them scores about half.
-    for kind, (one, two) in {"same_shape": ("yes", "no"), "same_color": ("yes", "no"), "more": ("first", "second")}.items():
+    for kind, (one, two) in {
+        "same_shape": ("yes", "no"),
+        "same_color": ("yes", "no"),
+        "more": ("first", "second"),
+    }.items():
         assert 35 <= answers[(kind, one)] <= 65 and answers[(kind, one)] + answers[(kind, two)] == 100
 
 

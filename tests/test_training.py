@@ -2,43 +2,38 @@
 only), precision and checkpointing policy, checkpoint/resume with an identical loss curve, checkpoints that load
 without this package, bad-input errors, and the example scripts."""
 
-import importlib.util
 import json
 
 import pytest
 import torch
+from peft import get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import TrainerCallback
 
-from conftest import HUB_CONFIGS, REPO_ROOT, TINY_RANDOM
 from isolation import run_isolated
 from modeling_xgenmm import XGenMMForConditionalGeneration
-from modeling_xgenmm.training import (
+from modeling_xgenmm.train import (
     XGenMMTrainingArguments,
-    apply_lora,
-    bf16_available,
     build_trainer,
     load_model_and_processor,
+    load_rows,
     lora_config,
     train_stage,
-    weights_sha256,
 )
+from modeling_xgenmm.train.collators import BadSampleError, XGenMMDataCollator
+from modeling_xgenmm.train.policy import bf16_available, weights_sha256
+from paths import HUB_CONFIGS, TINY_RANDOM
 from training_helpers import (
     LANGUAGE_MODEL_LINEAR_LAYERS,
     LossRecorder,
     multi_image_rows,
     pretraining_rows,
+    run_example,
     sft_rows,
-    single_torch_thread,
     tiny_args,
     write_images,
     write_jsonl,
 )
-from xgenmm_processing.collators import BadSampleError, XGenMMDataCollator
-from xgenmm_processing.rows import load_rows
-
-
-one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
 
 @pytest.fixture
@@ -94,7 +89,7 @@ def test_a_tower_unfrozen_after_freezing_trains_in_training_mode(tiny):
 
 def test_lora_adapts_every_language_model_linear_layer_and_nothing_else(tiny):
     model, _ = tiny
-    peft_model = apply_lora(model)
+    peft_model = get_peft_model(model, lora_config(model))
     adapted = {
         name.removeprefix("base_model.model.")
         for name, module in peft_model.named_modules()
@@ -107,7 +102,7 @@ def test_lora_adapts_every_language_model_linear_layer_and_nothing_else(tiny):
 
 def test_lora_modules_to_save_trains_the_resampler_next_to_the_adapters(tiny):
     model, _ = tiny
-    peft_model = apply_lora(model, lora_config(model, modules_to_save=["resampler"]))
+    peft_model = get_peft_model(model, lora_config(model, modules_to_save=["resampler"]))
     trainable = {name for name, parameter in peft_model.named_parameters() if parameter.requires_grad}
     assert any(".resampler.modules_to_save." in name for name in trainable)
     assert not any("vision_tower" in name or "lm_head" in name for name in trainable)
@@ -115,7 +110,9 @@ def test_lora_modules_to_save_trains_the_resampler_next_to_the_adapters(tiny):
 
 def test_lora_training_changes_only_the_adapters(tiny, image_paths, tmp_path):
     model, processor = tiny
-    trainer, _ = train_stage(model, processor, sft_rows(image_paths, 8), "sft", tiny_args(tmp_path), lora=True)
+    trainer, _ = train_stage(
+        model, processor, sft_rows(image_paths, 8), "sft", tiny_args(tmp_path), peft_config=lora_config(model)
+    )
     peft_model = trainer.model
     before = {name: tensor.clone() for name, tensor in peft_model.state_dict().items()}
     trainer.args.max_steps = 4
@@ -270,8 +267,8 @@ def test_skipped_rows_are_counted_in_the_metrics(tiny, image_paths, tmp_path):
     model, processor = tiny
     bad = [{"id": "bad", "messages": []}, {"id": "worse", "image": "no.png", "caption": "c"}]
     rows = sft_rows(image_paths, 6) + bad
-    arguments = tiny_args(tmp_path, max_steps=2, per_device_train_batch_size=8)
-    _, metrics = train_stage(model, processor, rows, "sft", arguments, on_bad_sample="skip")
+    arguments = tiny_args(tmp_path, max_steps=2, per_device_train_batch_size=8, on_bad_sample="skip")
+    _, metrics = train_stage(model, processor, rows, "sft", arguments)
     assert metrics["skipped_rows"] == 4  # both bad rows, in each of the 2 steps (one epoch is one batch of 8)
 
 
@@ -319,26 +316,22 @@ def test_load_rows_reads_json_and_jsonl_and_resolves_image_paths(tmp_path):
 # --- example scripts ------------------------------------------------------------------------------------------------
 
 
-def run_example(name: str, argv: list[str]):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO_ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(argv)
-
-
 @pytest.mark.parametrize(
     "example, rows",
     [("pretrain", pretraining_rows), ("sft", sft_rows), ("interleaved_sft", multi_image_rows), ("sft_trl", sft_rows)],
 )
-def test_example_script_trains_and_saves_a_hub_folder(example, rows, tmp_path, capsys):
+def test_example_script_trains_and_saves_a_hub_folder(example, rows, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", rows([f"img/{index}.png" for index in range(4)], 8))
     write_images(tmp_path)
     output_dir = tmp_path / "out"
     common = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none", "--disable_tqdm", "1"]
-    run_example(example, ["--model", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir), *common])
+    trainer = run_example(
+        example,
+        ["--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir), *common],
+    )
     saved = {path.name for path in output_dir.iterdir()}
     assert {"model.safetensors", "config.json", "modeling_xgenmm.py", "processor_config.json"} <= saved
-    assert "'train_loss'" in capsys.readouterr().out
+    assert trainer.state.global_step == 2 and "train_loss" in trainer.state.log_history[-1]
 
 
 def test_example_script_with_lora_saves_an_adapter(tmp_path):
@@ -346,8 +339,23 @@ def test_example_script_with_lora_saves_an_adapter(tmp_path):
     write_images(tmp_path)
     run_example(
         "sft",
-        ["--model", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(tmp_path / "out"), "--lora", "--lora_r",
-         "4", "--max_steps", "1", "--report_to", "none", "--disable_tqdm", "true"],
+        [
+            "--model_name_or_path",
+            str(TINY_RANDOM),
+            "--data",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--max_steps",
+            "1",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+        ],
     )
     adapter = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["target_modules"].startswith(r"model\.language_model\.")

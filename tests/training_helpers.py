@@ -1,13 +1,14 @@
-"""Helpers for the training tests: small rows of every format, image files, and a recorder of logged losses."""
+"""Helpers for the training tests: small rows of every format, image files, a recorder of logged losses, and running
+the example scripts."""
 
+import importlib.util
 import json
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 
-from modeling_xgenmm.training import XGenMMTrainingArguments
-
+from modeling_xgenmm.train.sft import XGenMMTrainingArguments
+from paths import REPO_ROOT
 from processing_helpers import synthetic_image
 
 
@@ -24,28 +25,27 @@ LANGUAGE_MODEL_LINEAR_LAYERS = {
 }
 
 
-def single_torch_thread():
-    """Tiny models train much faster on one thread here: with two, OpenMP spins against the other jobs on the two
-    shared cores (2.7 s instead of 0.03 s a step, measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def run_example(name: str, argv: list[str]):
+    """Runs `examples/<name>.py`'s `main(argv)` in this process and returns what it returns (the trainer)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO_ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
 
 
 def tiny_run_settings(output_dir) -> dict:
     """Tiny runs: 2 steps of 4 rows at learning rate 1e-3, the loss logged every step, no checkpoints."""
-    return dict(
-        output_dir=str(output_dir),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=0,
-    )
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
 
 
 def tiny_args(output_dir, **overrides) -> XGenMMTrainingArguments:

@@ -171,7 +171,12 @@ def pair_row(rng: random.Random, index: int) -> dict:
             second = random_scene(rng)
         answer = f"{getattr(first, attribute)} and {getattr(second, attribute)}, {'yes' if same else 'no'}"
     content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PAIR_QUESTIONS[kind]}]
-    return {"messages": chat(content, answer), "images": [first.render(), second.render()], "kind": kind, "answer": answer}
+    return {
+        "messages": chat(content, answer),
+        "images": [first.render(), second.render()],
+        "kind": kind,
+        "answer": answer,
+    }
 
 
 def hallucination(scene: Scene, kind: str, rng: random.Random) -> str:

@@ -12,18 +12,15 @@ stages, collator and `transformers.Trainer` as the real recipe, on a CPU in minu
 
 import os
 import time
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch.utils.data import ConcatDataset
 from transformers.utils import logging
 
-from xgenmm_processing.rows import fill_image_blocks
-
-from ..training import XGenMMTrainingArguments, load_model_and_processor, train_stage
+from ..train.policy import load_model_and_processor
+from ..train.sft import XGenMMTrainingArguments, train_stage
 from .data import PAIR_QUESTIONS, QUESTIONS, ToyWorldRows, caption_row, document_row, pair_row, question_row
+from .evaluation import answer_accuracy
 from .settings import DEFAULT_CONFIG, ToyWorldSettings
 
 
@@ -54,49 +51,6 @@ def stage_arguments(
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-
-
-def format_accuracy_table(accuracy: dict[str, float]) -> str:
-    """The held-out accuracy per question kind, then the single- and two-image means against their targets."""
-    lines = ["Held-out exact-match accuracy", "", f"{'question':<56}{'accuracy':>9}"]
-    for kind, question in {**QUESTIONS, **PAIR_QUESTIONS}.items():
-        lines.append(f"{question:<56}{accuracy[kind]:>9.1%}")
-    lines.append("")
-    for name, target in (("single_image", 0.9), ("two_image", 0.8)):
-        verdict = "meets" if accuracy[name] >= target else "BELOW"
-        label = name.replace("_", "-") + " questions"
-        lines.append(f"{label:<56}{accuracy[name]:>9.1%}  ({verdict} the {target:.0%} target)")
-    return "\n".join(lines)
-
-
-@torch.no_grad()
-def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32) -> list[str]:
-    """Greedy answers to the question rows (their last turn, the answer, left out), normalised: stripped, without a
-    final full stop, lower case."""
-    model.eval()
-    answers = []
-    for start in range(0, len(rows), batch_size):
-        batch = [rows[index] for index in range(start, min(start + batch_size, len(rows)))]
-        inputs = processor.apply_chat_template(
-            [fill_image_blocks(row["messages"][:-1], row["images"]) for row in batch],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True, "padding_side": "left"},
-        )
-        generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-        decoded = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
-        answers.extend(answer.strip().rstrip(".").lower() for answer in decoded)
-    return answers
-
-
-def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
-    """Exact-match accuracy of greedy answers per question kind (normalised as `greedy_answers` does)."""
-    correct = defaultdict(list)
-    for index, answer in enumerate(greedy_answers(model, processor, rows, batch_size)):
-        correct[rows[index]["kind"]].append(answer == rows[index]["answer"])
-    return {kind: sum(hits) / len(hits) for kind, hits in correct.items()}
 
 
 def pretraining_rows(settings: ToyWorldSettings) -> ConcatDataset:

@@ -3,22 +3,21 @@
 read them without importing the trainers."""
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "hub_configs" / "toy-world"
+DEFAULT_CONFIG = Path(str(resources.files("xgenmm_hub_configs").joinpath("toy-world")))
 
 
 @dataclass
 class ToyWorldSettings:
     """Sizes of the run; the defaults take about six minutes on two CPU cores.
 
-    The same-shape / same-colour verdicts of the two-image questions are the last thing the model learns: it names
-    both images' attributes early, then the verdicts stay at chance until they jump within a few hundred steps, at a
-    point that varies with the seed. The fine-tuning defaults move that point earlier: three quarters of the rows
-    are two-image questions (`pair_fraction`) and the batches are small (8 rows, twice the updates for the same
-    samples). With an even mix over 1500 steps of 16 rows the verdicts stayed near chance; pretraining in batches of 8
-    learnt shapes worse. `quick()` is a shortened run for tests."""
+    The same-shape / same-colour verdicts of the two-image questions are the last thing the model learns, at a step
+    that varies with the seed; the fine-tuning defaults (three quarters two-image rows, `pair_fraction`, in batches of
+    8) move that step earlier. The README's "Toy world" section says how they were chosen. `quick()` is a shortened
+    run for tests."""
 
     pretrain_steps: int = 600
     sft_steps: int = 4000

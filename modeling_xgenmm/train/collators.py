@@ -1,25 +1,33 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""Data collator for training xGen-MM with `transformers.Trainer` (not a Hub file: training code only).
+"""The collators of the training stages; the processor does all tokenization, image processing and image-token
+expansion in both.
 
-transformers ships no collator for vision-language training; this one turns rows in the formats of `rows.py`
-(conversations, interleaved documents, caption pairs, mixed freely) into model inputs, with the processor doing all
-tokenization, image processing and image-token expansion.
+- `XGenMMDataCollator` (`transformers.Trainer`: pretraining, SFT): transformers ships no collator for
+  vision-language training; this one turns rows in the formats of `rows.py` (conversations, interleaved documents,
+  caption pairs, mixed freely) into model inputs with labels.
+- `XGenMMPreferenceCollator` (TRL's `DPOTrainer`): TRL's vision preference batch, tokenized as generation sees it.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jinja2.exceptions import TemplateError
 from PIL import Image
 from transformers.utils import logging
+from trl.data_utils import apply_chat_template, common_prefix_length
+from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
 from .rows import (
     ROW_KINDS,
     check_image_files,
     conversation_messages,
+    describe_preference_row,
     describe_row,
     document_text,
     fill_image_blocks,
+    normalize_preference_row,
     row_kind,
 )
 
@@ -40,7 +48,7 @@ class XGenMMDataCollator:
     Collates training rows into a right-padded batch for [`XGenMMForConditionalGeneration`]; use it as
     `Trainer(data_collator=XGenMMDataCollator(processor), args=TrainingArguments(..., remove_unused_columns=False))`.
 
-    Each row is encoded on its own, by its format (see `xgenmm_processing.rows`):
+    Each row is encoded on its own, by its format (see `modeling_xgenmm.train.rows`):
 
     - conversations go through `processor.apply_chat_template(..., return_assistant_tokens_mask=True)`; the targets
       are the assistant turns as the chat template's `{% generation %}` blocks mark them (the instruct template: each
@@ -217,4 +225,95 @@ class XGenMMDataCollator:
         }
 
 
-__all__ = ["BadSampleError", "XGenMMDataCollator"]
+@dataclass
+class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
+    """TRL's vision preference batch, tokenized the way the model reads it at generation time.
+
+    Output (as `DataCollatorForVisionPreference`): `input_ids`, `attention_mask` and `completion_mask` of shape
+    `(2 * batch, seq)`, the chosen sequences first, then the rejected ones, right-padded; `pixel_values` and
+    `image_sizes` hold every image twice (once for each half), as TRL's collator does, so that TRL's default path and
+    `XGenMMDPOTrainer` read the same batches.
+
+    Differences from TRL's collator, each to keep training and generation consistent:
+
+    - A completion is tokenized in its prompt's context (prompt + completion in one pass; the completion starts where
+      the tokens of the prompt alone stop matching, as in TRL's text path). TRL's vision collator tokenizes
+      completions alone, and a sentencepiece tokenizer (Phi-3's) then starts them with a word-start "▁" token that
+      the model never produces after `<|assistant|>\\n`: DPO would move tokens that generation does not use.
+    - Truncation to `max_length` shortens completions only. A prompt (images included) that leaves no room for a
+      completion raises, naming the row; TRL cuts every sequence at `max_length`, inside an image if it falls there.
+    - Rows are checked first (`normalize_preference_row`): images against placeholders, no images in completions,
+      and with `require_images` (the default) an image in every row.
+
+    Args:
+        processor ([`XGenMMProcessor`]): tokenizer, image processor and chat template.
+        max_length (`int`, *optional*): longest sequence in tokens; `None` for no truncation.
+        require_images (`bool`, *optional*, defaults to `True`): refuse rows without images.
+    """
+
+    require_images: bool = True
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.pad_to_multiple_of is not None:
+            raise NotImplementedError("pad_to_multiple_of is not supported for vision preference batches")
+        processor, tokenizer = self.processor, self.processor.tokenizer
+        rows, names = [], []
+        for position, example in enumerate(examples):
+            names.append(describe_preference_row(example, position))
+            rows.append(normalize_preference_row(example, processor.image_token, self.require_images, position))
+        prompts, completions = [], {"chosen": [], "rejected": []}
+        for row in rows:
+            text = apply_chat_template(
+                {
+                    "prompt": fill_image_blocks(row["prompt"], row["images"]),
+                    "chosen": row["chosen"],
+                    "rejected": row["rejected"],
+                },
+                processor,
+            )
+            prompts.append(text["prompt"])
+            for key in completions:
+                completions[key].append(text["prompt"] + text[key])
+        texts = completions["chosen"] + completions["rejected"]
+        images = [row["images"] for row in rows] * 2
+        for row_images in images[: len(rows)]:
+            check_image_files(row_images)
+        batch = processor(
+            images=images if any(images) else None,
+            text=texts,
+            padding=True,
+            padding_side="right",
+            return_tensors=self.return_tensors,
+            add_special_tokens=False,
+        )
+        completion_mask = torch.zeros_like(batch["input_ids"])
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        for index, (text, length) in enumerate(zip(texts, lengths)):
+            row = index % len(rows)
+            prompt_ids = tokenizer(prompts[row], add_special_tokens=False)["input_ids"]
+            text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            # The tokenizer counts an image as one marker token; `input_ids` hold all of its tokens.
+            image_tokens = int((batch["input_ids"][index] == processor.image_token_id).sum())
+            markers = prompt_ids.count(processor.image_token_id)
+            start = common_prefix_length(prompt_ids, text_ids) + image_tokens - markers
+            if start >= length:
+                raise ValueError(f"preference row {names[row]}: the completion is empty")
+            if self.max_length is not None and start >= self.max_length:
+                raise ValueError(
+                    f"preference row {names[row]}: the prompt alone is {start} tokens ({image_tokens} of them image "
+                    f"tokens) but max_length={self.max_length}, so no completion token would be left; truncation "
+                    "never cuts a prompt or an image. Raise max_length or shorten the prompt."
+                )
+            completion_mask[index, start:length] = 1
+        if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
+            logger.warning_once(
+                f"Truncating completions to fit max_length={self.max_length}; prompts and images are kept whole."
+            )
+            for key in ("input_ids", "attention_mask"):
+                batch[key] = batch[key][:, : self.max_length]
+            completion_mask = completion_mask[:, : self.max_length]
+        batch["completion_mask"] = completion_mask
+        return batch
+
+
+__all__ = ["BadSampleError", "XGenMMDataCollator", "XGenMMPreferenceCollator"]

@@ -5,15 +5,15 @@ The output folder loads with `from_pretrained`, and with `trust_remote_code=True
 installed: it holds the translated config.json (with the Hub `auto_map`), the model code, generation_config.json,
 sharded safetensors weights, and the processing files: the image processor with the released grids, and, when the
 original folder has its Phi-3 tokenizer, the tokenizer (with `<image>`, `<image placeholder>`, `<|endofchunk|>` at
-the released ids), the chat template and the processor. The weights are streamed: one original tensor is read at a time and only the output
-shard being written is held in memory, never a second copy of the whole model.
+the released ids), the chat template and the processor. The weights are streamed: one original tensor is read at a
+time and only the output shard being written is held in memory, never a second copy of the whole model. A failed
+conversion leaves no output folder behind.
 
     xgenmm convert Salesforce/xgen-mm-phi3-mini-instruct-singleimg-r-v1.5 ./xgen-mm-instruct --dtype bfloat16
 """
 
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,11 +24,18 @@ from transformers import GenerationConfig
 from transformers.utils import GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from xgenmm_processing import XGenMMTokenizer
-from xgenmm_processing.build_hub_processing import build_image_processor, build_processor
 
-from .configuration_xgenmm import XGenMMConfig
-from .modeling_xgenmm import XGenMMForConditionalGeneration
-from .original_checkpoint import OriginalCheckpointError, OriginalWeightPlan, is_original_config, plan_original_weights
+from ..configuration_xgenmm import XGenMMConfig
+from ..hub.variants import build_image_processor, build_processor, stop_at_end_of_turn
+from ..modeling_xgenmm import XGenMMForConditionalGeneration
+from .folders import (
+    ModelFolderError,
+    check_output_folder,
+    find_safetensors_weights,
+    new_output_folder,
+    save_model_files,
+)
+from .key_map import OriginalCheckpointError, OriginalWeightPlan, is_original_config, plan_original_weights
 
 
 logger = logging.get_logger(__name__)
@@ -38,10 +45,6 @@ HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja"]
 
 # Any of these next to the original config means the folder carries its Phi-3 tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-
-# Phi-3's `<|end|>`, which ends every instruct turn, sits 5 ids below the first added token L = initial_tokenizer_len
-# (32007 = 32012 - 5 in the release).
-PHI3_END_OFFSET = 5
 
 
 def convert_original_checkpoint(
@@ -61,22 +64,29 @@ def convert_original_checkpoint(
 
     Returns the output folder.
     """
+    check_output_folder(output_dir)
     original_dir = resolve_original_folder(original)
     config = load_original_config(original_dir)
     # The target layout (names, shapes, dtypes) without allocating any weight.
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
-    model.generation_config = original_generation_config(original_dir, model.config)
-    key_to_file = original_weight_files(original_dir)
+    tokenizer = load_original_tokenizer(original_dir, model.config)
+    model.generation_config = stop_at_end_of_turn(original_generation_config(original_dir, config), config, tokenizer)
+    try:
+        weights = find_safetensors_weights(original_dir)
+    except ModelFolderError as error:
+        raise OriginalCheckpointError(str(error)) from None
+    key_to_file = weights.key_to_file()
     plan = plan_original_weights(key_to_file, model)
-    plan.check_shapes(original_tensor_shapes(key_to_file), model)
+    plan.check_shapes({key: shape for key, (shape, _) in weights.headers().items()}, model)
 
-    # Everything is checked before anything is written; each group of output files is then written by one call.
-    output_dir = prepare_output_folder(output_dir)
-    save_model_files(model, output_dir)
-    save_processing_files(original_dir, model.config, output_dir)
-    write_weights(plan, key_to_file, model, output_dir, max_shard_size)
-    return output_dir
+    # Everything is checked before anything is written; each group of output files is then written by one call, into
+    # a staging folder that becomes `output_dir` only when all of them are written.
+    with new_output_folder(output_dir) as staging:
+        save_model_files(model, staging)
+        save_processing_files(model.config, tokenizer, staging)
+        write_weights(plan, key_to_file, model, staging, max_shard_size)
+    return Path(output_dir)
 
 
 def resolve_original_folder(original: str | os.PathLike) -> Path:
@@ -89,14 +99,6 @@ def resolve_original_folder(original: str | os.PathLike) -> Path:
         raise OriginalCheckpointError(
             f"{original} is not a local folder, and fetching it as a Hub repo failed: {error}"
         ) from error
-
-
-def prepare_output_folder(output_dir: str | os.PathLike) -> Path:
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise OriginalCheckpointError(f"{output_dir} exists and is not an empty folder; choose a new output folder")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
 
 
 def load_original_config(original_dir: Path) -> XGenMMConfig:
@@ -124,93 +126,48 @@ def load_original_config(original_dir: Path) -> XGenMMConfig:
 
 
 def original_generation_config(original_dir: Path, config: XGenMMConfig) -> GenerationConfig:
-    """The ids of the original generation_config.json (or of the text config without one), with the eos each variant
-    needs: `<|end|>` for instruct models, which otherwise talk on after their turn, `<|endoftext|>` for base ones."""
-    text_config = config.text_config
+    """The settings of the original generation_config.json, or the text config's ids without one (the eos of each
+    variant is decided by `stop_at_end_of_turn`)."""
     generation_file = original_dir / GENERATION_CONFIG_NAME
-    if generation_file.is_file():
-        # Settings only: the original file's bookkeeping (`_from_model_config`, `transformers_version`) is not ours.
-        settings = json.loads(generation_file.read_text())
-        settings = {key: value for key, value in settings.items() if not key.startswith("_")}
-        settings.pop("transformers_version", None)
-        generation_config = GenerationConfig.from_dict(settings)
-    else:
-        generation_config = GenerationConfig(
+    if not generation_file.is_file():
+        text_config = config.text_config
+        return GenerationConfig(
             bos_token_id=text_config.bos_token_id,
             eos_token_id=text_config.eos_token_id,
             pad_token_id=text_config.pad_token_id,
         )
-    eos_token_id = config.image_token_id - PHI3_END_OFFSET if config.anyres else text_config.eos_token_id
-    original_eos = generation_config.eos_token_id
-    if eos_token_id not in (original_eos if isinstance(original_eos, list) else [original_eos]):
-        logger.warning(f"Setting eos_token_id to {eos_token_id} (was {original_eos}) for this variant")
-        generation_config.eos_token_id = eos_token_id
-    return generation_config
+    # Settings only: the original file's bookkeeping (`_from_model_config`, `transformers_version`) is not ours.
+    settings = json.loads(generation_file.read_text())
+    settings = {key: value for key, value in settings.items() if not key.startswith("_")}
+    settings.pop("transformers_version", None)
+    return GenerationConfig.from_dict(settings)
 
 
-def original_weight_files(original_dir: Path) -> dict[str, Path]:
-    """Original tensor name -> safetensors file holding it, from the shard index or the single weight file."""
-    index_file = original_dir / SAFE_WEIGHTS_INDEX_NAME
-    if index_file.is_file():
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-        absent = sorted({name for name in weight_map.values() if not (original_dir / name).is_file()})
-        if absent:
-            raise OriginalCheckpointError(f"{index_file} lists weight files that are missing: {absent}")
-        return {key: original_dir / name for key, name in weight_map.items()}
-    weights_file = original_dir / SAFE_WEIGHTS_NAME
-    if weights_file.is_file():
-        with safe_open(weights_file, framework="pt") as reader:
-            return dict.fromkeys(reader.keys(), weights_file)
-    raise OriginalCheckpointError(
-        f"{original_dir} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}: the weights are missing"
-    )
-
-
-def original_tensor_shapes(key_to_file: dict[str, Path]) -> dict[str, list[int]]:
-    """Shape of every original tensor, from the safetensors headers only."""
-    shapes = {}
-    for weights_file in sorted(set(key_to_file.values())):
-        with safe_open(weights_file, framework="pt") as reader:
-            shapes |= {key: reader.get_slice(key).get_shape() for key in reader.keys()}
-    return shapes
-
-
-@contextmanager
-def _without_progress_bars():
-    enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            logging.enable_progress_bar()
-
-
-def save_model_files(model: XGenMMForConditionalGeneration, output_dir: Path) -> None:
-    """config.json with the Hub `auto_map`, the model code and generation_config.json, written by the model's own
-    `save_pretrained`; the empty state dict leaves the weights to `write_weights`."""
-    with _without_progress_bars():
-        model.save_pretrained(output_dir, state_dict={})
-
-
-def save_processing_files(original_dir: Path, config: XGenMMConfig, output_dir: Path) -> None:
-    """The processor implied by the translated config (grids, view size, latents per view, instruct or base chat
-    template), with the original Phi-3 tokenizer extended by the three xGen-MM tokens. Without tokenizer files only the
-    image processor can be written; a processor then needs a Phi-3 tokenizer added to the folder."""
+def load_original_tokenizer(original_dir: Path, config: XGenMMConfig) -> XGenMMTokenizer | None:
+    """The original Phi-3 tokenizer extended by the three xGen-MM tokens, or `None` when the folder has no tokenizer
+    files; raises when its `<image>` id is not the checkpoint's."""
     if not any((original_dir / name).is_file() for name in TOKENIZER_FILES):
         logger.warning(
             f"{original_dir} has no tokenizer files: writing the image processor only. Copy the Phi-3 tokenizer of "
             "the released repository next to the original config and convert again to get the full processor."
         )
-        build_image_processor(config.to_dict()).save_pretrained(output_dir)
-        return
+        return None
     tokenizer = XGenMMTokenizer.from_pretrained(original_dir)
     if tokenizer.image_token_id != config.image_token_id:
         raise OriginalCheckpointError(
             f"the tokenizer in {original_dir} puts <image> at id {tokenizer.image_token_id} but the checkpoint's "
             f"config expects {config.image_token_id} (initial_tokenizer_len): they do not belong together"
         )
-    build_processor(config.to_dict(), tokenizer).save_pretrained(output_dir)
+    return tokenizer
+
+
+def save_processing_files(config: XGenMMConfig, tokenizer: XGenMMTokenizer | None, output_dir: Path) -> None:
+    """The processor implied by the translated config (grids, view size, latents per view, instruct or base chat
+    template) with the tokenizer; without a tokenizer only the image processor can be written."""
+    if tokenizer is None:
+        build_image_processor(config).save_pretrained(output_dir)
+    else:
+        build_processor(config, tokenizer).save_pretrained(output_dir)
 
 
 def write_weights(
@@ -239,7 +196,7 @@ def write_weights(
         # Largest first: the transient copies of a big tensor (source dtype, merge) then meet a nearly empty shard.
         for name in sorted(names, key=lambda name: parameters[name].numel(), reverse=True):
             dtype = parameters[name].dtype
-            shard[name] = plan.build(name, lambda key: read(key, dtype), model).contiguous()
+            shard[name] = plan.build(name, lambda key, dtype=dtype: read(key, dtype), model).contiguous()
             progress.update()
         save_file(shard, output_dir / filename, metadata={"format": "pt"})
         del shard

@@ -21,7 +21,7 @@ the output head likewise. Both are merged here into one `L + 3`-row table and on
 One list of transforms, `original_checkpoint_conversion`, drives both ways of reading such a checkpoint: it is
 registered with transformers' checkpoint conversion mapping, so `from_pretrained(original_folder)` renames and merges
 on load, and `plan_original_weights` applies the same registered transforms, through transformers' own renaming, for
-the streaming converter (`convert_original_checkpoint.py`, `xgenmm convert`).
+the streaming converter (`convert.py`, `xgenmm convert`).
 """
 
 import re
@@ -42,7 +42,7 @@ from transformers.core_model_loading import (
     rename_source_key,
 )
 
-from .configuration_xgenmm import XGenMMConfig
+from ..configuration_xgenmm import XGenMMConfig
 
 
 class OriginalCheckpointError(ValueError):

@@ -1,21 +1,17 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Model cards (README.md) of xGen-MM Hub folders, built with `huggingface_hub.ModelCard` from the model's config and
-what is known of each released variant (`/hub_configs`). Not a Hub file itself.
+what is known of each released variant (`hub_configs/`; `python -m modeling_xgenmm.hub.hub_configs` rewrites their
+cards)."""
 
-    python -m modeling_xgenmm.model_card [hub_configs folder]
-
-rewrites `README.md` in every variant folder of `hub_configs/`; a test checks that they are up to date.
-"""
-
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 
-from .configuration_xgenmm import XGenMMConfig
-from .modeling_xgenmm import XGenMMForConditionalGeneration
+from ..configuration_xgenmm import XGenMMConfig
+from ..modeling_xgenmm import XGenMMForConditionalGeneration
+from .variants import is_instruct
 
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
@@ -197,7 +193,7 @@ def model_card(config: XGenMMConfig, repo_id: str, variant: str | None = None) -
         variant: a key of `VARIANTS` (a folder of `hub_configs/`), or `None` for another model.
     """
     facts = variant_facts(variant, repo_id)
-    instruct = config.anyres
+    instruct = is_instruct(config)
     card_data = ModelCardData(
         language=["en"],
         license=facts.license,
@@ -294,7 +290,7 @@ def limitations(config: XGenMMConfig, facts: VariantFacts) -> list[str]:
     specific = []
     if facts.random_weights:
         specific.append("The weights are random: the answers mean nothing. Use it to test code, not to use a model.")
-    if not config.anyres:
+    if not is_instruct(config):
         specific.append("Not instruction-tuned: it continues few-shot prompts and does not follow chat instructions.")
     specific.append(
         f"Every image takes {image_token_range(config)} tokens of the {config.text_config.max_position_embeddings}-"
@@ -333,18 +329,7 @@ def parameter_counts(config: XGenMMConfig) -> dict[str, str]:
     """Parameters of each part, counted on a meta-device model built from `config` (no weights are allocated)."""
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration(config)
-
-    def count(module: torch.nn.Module) -> int:
-        return sum(parameter.numel() for parameter in module.parameters())
-
-    backbone = model.model
-    counts = {
-        "vision_tower": count(backbone.vision_tower),
-        "resampler": count(backbone.resampler),
-        "language_model": count(backbone.language_model) + count(model.lm_head),
-        "total": count(model),
-    }
-    return {name: f"{value:,}" for name, value in counts.items()}
+    return {name: f"{value:,}" for name, value in model.num_parameters_by_part().items()}
 
 
 def describe_vision_tower(config: XGenMMConfig) -> str:
@@ -372,10 +357,4 @@ def hub_config_card(folder: Path) -> ModelCard:
     return model_card(XGenMMConfig.from_pretrained(folder), repo_id=folder.name, variant=folder.name)
 
 
-def write_hub_config_cards(hub_configs: Path) -> None:
-    for folder in sorted(path for path in hub_configs.iterdir() if (path / "config.json").is_file()):
-        hub_config_card(folder).save(folder / "README.md")
-
-
-if __name__ == "__main__":
-    write_hub_config_cards(Path(sys.argv[1] if len(sys.argv) > 1 else "hub_configs"))
+__all__ = ["VARIANTS", "VariantFacts", "hub_config_card", "model_card"]

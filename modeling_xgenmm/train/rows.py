@@ -1,7 +1,5 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""Training rows: the formats the xGen-MM collator and recipes accept, and reading them from JSON / JSONL files.
-
-Not a Hub file: training code only.
+"""Training rows: the formats the xGen-MM collators and recipes accept, and reading them from JSON / JSONL files.
 
 Row formats (images are PIL images or paths, in the order of their markers):
 
@@ -13,6 +11,8 @@ Row formats (images are PIL images or paths, in the order of their markers):
   "image": path or [paths]}`.
 - interleaved document (pretraining): `{"text": "...<image>...<|endofchunk|><image>...", "images": [...]}`.
 - caption pair (pretraining): `{"image": image, "caption": str}`, trained as `<image>{caption}<|endofchunk|>`.
+- preference (DPO): `{"images": [...], "prompt": messages or str, "chosen": ..., "rejected": ...}`, TRL's vision
+  preference format (see `normalize_preference_row`).
 
 An optional `"id"` names the row in error messages.
 """
@@ -199,18 +199,21 @@ def check_image_files(images: list) -> None:
     otherwise try to read it as base64 and report a decoding error."""
     extensions = Image.registered_extensions()
     for image in images:
-        if isinstance(image, str) and not image.startswith(("http://", "https://", "data:")):
-            if os.path.splitext(image)[1].lower() in extensions and not os.path.isfile(image):
-                raise FileNotFoundError(f"image file not found: {image}")
+        is_local = isinstance(image, str) and not image.startswith(("http://", "https://", "data:"))
+        if is_local and os.path.splitext(image)[1].lower() in extensions and not os.path.isfile(image):
+            raise FileNotFoundError(f"image file not found: {image}")
 
 
-def load_rows(path: str | os.PathLike) -> list[dict]:
-    """Reads rows from a JSON file (a list of rows) or a JSONL file (one row per line).
+def load_rows(*paths: str | os.PathLike) -> list[dict]:
+    """Reads the rows of every file in order: a JSON file holds a list of rows, a JSONL file one row per line.
 
     Relative image paths (in `images`, `image`, and image blocks' `path`) are resolved against the file's folder,
     so a dataset folder can be moved as a whole.
     """
-    path = Path(path)
+    return [row for path in paths for row in _load_rows_file(Path(path))]
+
+
+def _load_rows_file(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
     text = path.read_text(encoding="utf-8")
@@ -264,3 +267,66 @@ def _resolve_paths(row: dict, folder: Path) -> dict:
             for turn in row["messages"]
         ]
     return row
+
+
+def _holds_image(messages: list[dict], image_token: str) -> bool:
+    """Whether any message has an image block or an image marker in its text."""
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for block in blocks:
+            if isinstance(block, dict) and (block.get("type") == "image" or image_token in (block.get("text") or "")):
+                return True
+    return False
+
+
+def normalize_preference_row(
+    row: dict, image_token: str = "<image>", require_images: bool = True, position: int | None = None
+) -> dict:
+    """A preference row in the one form the collator and `datasets` features hold: `prompt`, `chosen` and
+    `rejected` as messages with list content (text blocks and bare `{"type": "image"}` placeholders) and `images`
+    filling the prompt's placeholders in order (`image` is accepted for one image; string content may hold `<image>`
+    markers; image blocks may carry their own payload). Keeps `id` when there is one.
+
+    Raises `ValueError` naming the row when keys are missing, images and placeholders differ in number, a completion
+    holds an image, or (with `require_images`) the row has no image; `position` (in a batch) names rows without `id`.
+    """
+    name = describe_preference_row(row, position)
+    missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
+    if missing:
+        raise ValueError(
+            f"preference row {name}: missing {missing}; a row has 'images', 'prompt', 'chosen' and 'rejected'"
+        )
+    images = row.get("images", row.get("image"))
+    images = [] if images is None else list(images) if isinstance(images, (list, tuple)) else [images]
+    if require_images and not images:
+        raise ValueError(
+            f"preference row {name} has no images, but this run expects an image in every row "
+            "(pass require_images=False for text-only rows)"
+        )
+    try:
+        completions = {}
+        for key in ("chosen", "rejected"):
+            messages = _as_messages(row[key], "assistant")
+            if _holds_image(messages, image_token):
+                raise ValueError(f"the {key} completion holds an image; images belong in the prompt")
+            completions[key], _ = conversation_messages({"messages": messages, "images": []})
+        prompt, images = conversation_messages({"messages": _as_messages(row["prompt"], "user"), "images": images})
+    except ValueError as error:
+        raise ValueError(f"preference row {name}: {error}") from None
+    normalized = {"images": images, "prompt": prompt, **completions}
+    if row.get("id") is not None:
+        normalized["id"] = str(row["id"])
+    return normalized
+
+
+def _as_messages(value: Any, role: str) -> list[dict]:
+    """TRL's standard (string) form as one message of `role`; conversational values as they are."""
+    return [{"role": role, "content": value}] if isinstance(value, str) else value
+
+
+def describe_preference_row(row: Any, position: int | None = None) -> str:
+    """A short name for a row in messages: its `id`, else its position (in a batch or the row list), else its keys."""
+    if isinstance(row, dict) and row.get("id") is not None:
+        return f"id {row['id']!r}"
+    return f"at position {position}" if position is not None else describe_row(row)

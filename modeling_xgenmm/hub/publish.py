@@ -1,6 +1,6 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Publishes an xGen-MM model on the Hugging Face Hub as a self-contained folder that loads with
-`trust_remote_code=True` where this package is not installed. Not a Hub file itself.
+`trust_remote_code=True` where this package is not installed.
 
 The folder holds config.json (with the `auto_map` of every Auto class), generation_config.json, the model and
 processing code (flat, sibling imports only), processor_config.json, the tokenizer files, chat_template.jinja, the
@@ -15,7 +15,6 @@ writes it and uploads it with `create_repo(exist_ok=True)` + `upload_folder`.
 import collections
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,30 +22,29 @@ import torch
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from safetensors import safe_open
 from transformers import AutoImageProcessor, AutoProcessor, GenerationConfig
-from transformers.utils import (
-    CONFIG_NAME,
-    GENERATION_CONFIG_NAME,
-    PROCESSOR_NAME,
-    SAFE_WEIGHTS_INDEX_NAME,
-    SAFE_WEIGHTS_NAME,
-    logging,
-)
+from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, PROCESSOR_NAME, logging
 
 from xgenmm_processing import XGenMMProcessor, XGenMMTokenizer
 
-from .configuration_xgenmm import XGenMMConfig
-from .convert_original_checkpoint import save_model_files
+from ..checkpoint.folders import (
+    ModelFolderError,
+    SafetensorsWeights,
+    check_output_folder,
+    find_safetensors_weights,
+    link_or_copy,
+    new_output_folder,
+    save_model_files,
+)
+from ..checkpoint.key_map import is_original_config
+from ..configuration_xgenmm import XGenMMConfig
+from ..modeling_xgenmm import XGenMMForConditionalGeneration
 from .model_card import VARIANTS, model_card
-from .modeling_xgenmm import XGenMMForConditionalGeneration
-from .original_checkpoint import is_original_config
+from .variants import stop_at_end_of_turn
 
 
 logger = logging.get_logger(__name__)
 
-# The token that ends every turn of the instruct chat template: generation must stop there.
-END_OF_TURN_TOKEN = "<|end|>"
 SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
@@ -83,27 +81,42 @@ def prepare_hub_folder(
     Returns the output folder.
     """
     check_repo_id(repo_id)
+    try:
+        check_output_folder(output_dir)
+    except ModelFolderError as error:
+        raise PublishError(str(error)) from None
     source = Path(source)
     weights_dir = Path(weights) if weights is not None else source
     config = load_source_config(source)
-    weight_files = find_weight_files(weights_dir)
-    dtype = check_weights_fit(config, source, weight_files)
+    try:
+        weights = find_safetensors_weights(weights_dir)
+    except ModelFolderError as error:
+        raise PublishError(
+            f"{error} (save the model with save_pretrained, or pass the folder that holds them as weights / --weights)"
+        ) from None
+    dtype = check_weights_fit(config, source, weights)
     processor = load_processor(source, find_tokenizer(tokenizer, source, weights_dir))
-    generation_config = stop_at_end_of_turn(load_generation_config(source, weights_dir, config), config, processor)
+    try:
+        generation_config = stop_at_end_of_turn(
+            load_generation_config(source, weights_dir, config), config, processor.tokenizer
+        )
+    except ValueError as error:
+        raise PublishError(str(error)) from None
     variant = variant if variant is not None else (source.name if source.name in VARIANTS else None)
     card = model_card(config, repo_id, variant=variant)
 
-    output_dir = empty_output_folder(output_dir)
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
     model.generation_config = generation_config
-    save_model_files(model, output_dir)
-    processor.save_pretrained(output_dir)
-    for weight_file in logging.tqdm(weight_files, desc="Copying weights", unit="file"):
-        link_or_copy(weight_file, output_dir / weight_file.name)
-    card.save(output_dir / "README.md")
+    weight_files = [*([weights.index_file] if weights.index_file else []), *weights.files]
+    with new_output_folder(output_dir) as staging:
+        save_model_files(model, staging)
+        processor.save_pretrained(staging)
+        for weight_file in logging.tqdm(weight_files, desc="Copying weights", unit="file"):
+            link_or_copy(weight_file, staging / weight_file.name)
+        card.save(staging / "README.md")
     logger.info(f"Wrote the Hub folder of {repo_id} to {output_dir}")
-    return output_dir
+    return Path(output_dir)
 
 
 def publish(
@@ -166,35 +179,12 @@ def load_source_config(source: Path) -> XGenMMConfig:
     return XGenMMConfig.from_pretrained(source)
 
 
-def find_weight_files(weights_dir: Path) -> list[Path]:
-    """The safetensors files of a folder: the single weight file, or the index and every shard it names."""
-    index_file = weights_dir / SAFE_WEIGHTS_INDEX_NAME
-    if index_file.is_file():
-        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
-        absent = [name for name in shards if not (weights_dir / name).is_file()]
-        if absent:
-            raise PublishError(f"{index_file} names weight files that are missing: {absent}")
-        return [index_file, *(weights_dir / name for name in shards)]
-    if (weights_dir / SAFE_WEIGHTS_NAME).is_file():
-        return [weights_dir / SAFE_WEIGHTS_NAME]
-    raise PublishError(
-        f"{weights_dir} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}: the weights are missing "
-        "(save the model with save_pretrained, or pass the folder that holds them as weights / --weights)"
-    )
-
-
-def check_weights_fit(config: XGenMMConfig, source: Path, weight_files: list[Path]) -> torch.dtype:
+def check_weights_fit(config: XGenMMConfig, source: Path, weights: SafetensorsWeights) -> torch.dtype:
     """Compares the names and shapes in the safetensors headers with the model `config` builds (on the meta device,
     nothing is loaded). Returns the dtype most of the weights have."""
-    shapes, dtypes = {}, collections.Counter()
-    for weight_file in weight_files:
-        if weight_file.suffix != ".safetensors":
-            continue
-        with safe_open(weight_file, framework="pt") as reader:
-            for key in reader.keys():
-                tensor = reader.get_slice(key)
-                shapes[key] = tuple(tensor.get_shape())
-                dtypes[tensor.get_dtype()] += 1
+    headers = weights.headers()
+    shapes = {key: shape for key, (shape, _) in headers.items()}
+    dtypes = collections.Counter(dtype for _, dtype in headers.values())
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration(config)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
@@ -215,7 +205,7 @@ def check_weights_fit(config: XGenMMConfig, source: Path, weight_files: list[Pat
         )
         if any(key.startswith("vlm.") for key in problems["unexpected"]):
             summary += "; these are original Salesforce names: convert the checkpoint with `xgenmm convert` first"
-        raise PublishError(f"the weights in {weight_files[0].parent} do not fit the config of {source}: {summary}")
+        raise PublishError(f"the weights in {weights.files[0].parent} do not fit the config of {source}: {summary}")
     dtype_name = dtypes.most_common(1)[0][0]
     if dtype_name not in SAFETENSORS_DTYPES:
         raise PublishError(f"the weights are {dtype_name}; expected one of {sorted(SAFETENSORS_DTYPES)}")
@@ -259,40 +249,6 @@ def load_generation_config(source: Path, weights_dir: Path, config: XGenMMConfig
         if (folder / GENERATION_CONFIG_NAME).is_file():
             return GenerationConfig.from_pretrained(folder)
     return GenerationConfig.from_model_config(config)
-
-
-def stop_at_end_of_turn(
-    generation_config: GenerationConfig, config: XGenMMConfig, processor: XGenMMProcessor
-) -> GenerationConfig:
-    """Instruct models (any-resolution) end each turn with `<|end|>`: without it among the eos ids they talk on past
-    their answer (the released models' generation config had this bug once). Base models keep their eos."""
-    if not config.anyres:
-        return generation_config
-    end_id = processor.tokenizer.convert_tokens_to_ids(END_OF_TURN_TOKEN)
-    if end_id is None or end_id == processor.tokenizer.unk_token_id:
-        raise PublishError(f"the tokenizer has no {END_OF_TURN_TOKEN} token, which ends every instruct turn")
-    eos = generation_config.eos_token_id
-    eos = [] if eos is None else eos if isinstance(eos, list) else [eos]
-    if end_id not in eos:
-        logger.warning(f"Adding {END_OF_TURN_TOKEN} (id {end_id}) to eos_token_id {eos or None} so generation stops")
-        generation_config.eos_token_id = [end_id, *eos]
-    return generation_config
-
-
-def empty_output_folder(output_dir: str | os.PathLike) -> Path:
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise PublishError(f"{output_dir} exists and is not an empty folder; choose a new output folder")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    # Weights run to gigabytes: a hard link costs no space or time; across file systems it has to be a copy.
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 __all__ = ["PublishError", "prepare_hub_folder", "publish"]

@@ -1,15 +1,18 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""Writes the processing files of every folder in `hub_configs/` (not a Hub file itself).
+"""Writes every folder of `hub_configs/` from its `config.json`: the processing files (processor, chat template, and
+for the small models the tiny tokenizer) and the model card.
 
-The Phi-3 vocabulary cannot be downloaded here, so `tiny-random` and `toy-world` get a tiny tokenizer with the same layout scaled
-down (`/work/shared/fixtures/official_tiny/token_map.json`): 995 ids, `<unk>` 0, `<s>` 1, `</s>` 2, the byte-fallback
-tokens `<0x00>`..`<0xFF>` at 3..258, BPE pieces learned from a small English corpus up to 979, then Phi-3's added
-tokens at 980..991 (`<|endoftext|>` ... `<|user|>`, `<pad>`) and xGen-MM's `<image>`, `<image placeholder>`,
-`<|endofchunk|>` at 992..994. The released variants get `processor_config.json` and `chat_template.jinja` only.
+    python -m modeling_xgenmm.hub.hub_configs [hub_configs folder]
 
-    python -m xgenmm_processing.build_hub_processing [hub_configs folder]
+The Phi-3 vocabulary cannot be downloaded here, so `tiny-random` and `toy-world` get a tiny tokenizer with the same
+layout scaled down (`shared/fixtures/official_tiny/token_map.json`): 995 ids, `<unk>` 0, `<s>` 1, `</s>` 2, the
+byte-fallback tokens `<0x00>`..`<0xFF>` at 3..258, BPE pieces learned from a small English corpus up to 979, then
+Phi-3's added tokens at 980..991 (`<|endoftext|>` ... `<|user|>`, `<pad>`) and xGen-MM's `<image>`,
+`<image placeholder>`, `<|endofchunk|>` at 992..994. The released variants get `processor_config.json`,
+`chat_template.jinja` and `README.md` only.
 
-Run it as above, in a process that has not imported `modeling_xgenmm` (whose registration would add `auto_map`).
+Like the `config.json` files there, the written files carry no `auto_map`: `save_pretrained` adds it, with the code,
+when a folder is released, whatever the writing process imported before.
 """
 
 import itertools
@@ -21,10 +24,11 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
-from .chat_templates import BASE_CHAT_TEMPLATE, INSTRUCT_CHAT_TEMPLATE
-from .image_processing_xgenmm import XGenMMImageProcessor
-from .processing_xgenmm import XGenMMProcessor
-from .tokenization_xgenmm import XGenMMTokenizer
+from xgenmm_processing import XGenMMTokenizer
+
+from ..configuration_xgenmm import XGenMMConfig
+from .model_card import hub_config_card
+from .variants import build_processor
 
 
 TINY_LEARNED_VOCAB_END = 980
@@ -118,42 +122,41 @@ def build_tiny_tokenizer() -> XGenMMTokenizer:
     )
 
 
-def build_image_processor(config: dict) -> XGenMMImageProcessor:
-    """The image processor a variant's `config.json` implies (any-resolution or base mode, grids, view size)."""
-    image_size = config.get("image_size", 384)
-    return XGenMMImageProcessor(
-        anyres=config.get("anyres", True),
-        image_grid_pinpoints=config.get("image_grid_pinpoints"),
-        size={"height": image_size, "width": image_size},
-    )
+def without_auto_map(value):
+    """A JSON value with every `auto_map` entry removed, at any depth."""
+    if isinstance(value, dict):
+        return {key: without_auto_map(item) for key, item in value.items() if key != "auto_map"}
+    if isinstance(value, list):
+        return [without_auto_map(item) for item in value]
+    return value
 
 
-def build_processor(config: dict, tokenizer: XGenMMTokenizer) -> XGenMMProcessor:
-    """The processor a variant's `config.json` implies (grids, view size, latents per view, chat format)."""
-    return XGenMMProcessor(
-        image_processor=build_image_processor(config),
-        tokenizer=tokenizer,
-        chat_template=INSTRUCT_CHAT_TEMPLATE if config.get("anyres", True) else BASE_CHAT_TEMPLATE,
-        image_seq_length=config.get("perceiver_config", {}).get("num_latents", 128),
-    )
+def write_hub_config_folder(folder: Path, tokenizer: XGenMMTokenizer) -> None:
+    """Rewrites the processing files and the model card of one `hub_configs/` folder from its `config.json`."""
+    config = XGenMMConfig.from_pretrained(folder)
+    keep = ["processor_config.json", "chat_template.jinja"]
+    if folder.name in TINY_TOKENIZER_FOLDERS:
+        keep += ["tokenizer.json", "tokenizer_config.json"]
+    with tempfile.TemporaryDirectory() as saved:
+        build_processor(config, tokenizer).save_pretrained(saved)
+        for name in keep:
+            if name.endswith(".json") and name != "tokenizer.json":
+                content = without_auto_map(json.loads((Path(saved) / name).read_text()))
+                (folder / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+            else:
+                shutil.copyfile(Path(saved) / name, folder / name)
+    hub_config_card(folder).save(folder / "README.md")
 
 
-def write_hub_processing_files(hub_configs: Path) -> None:
-    """Saves each variant's processor and keeps its configuration files. Like the `config.json` files there, they
-    carry no `auto_map`: `save_pretrained` with the registered classes adds it, with the code, when a folder is
-    released."""
+def write_hub_configs(hub_configs: Path) -> None:
+    """Rewrites every folder of `hub_configs` that holds a `config.json`."""
     tokenizer = build_tiny_tokenizer()
     for folder in sorted(path for path in hub_configs.iterdir() if (path / "config.json").is_file()):
-        config = json.loads((folder / "config.json").read_text())
-        processor = build_processor(config, tokenizer)
-        keep = ["processor_config.json", "chat_template.jinja"]
-        if folder.name in TINY_TOKENIZER_FOLDERS:
-            keep += ["tokenizer.json", "tokenizer_config.json"]
-        with tempfile.TemporaryDirectory() as saved:
-            processor.save_pretrained(saved)
-            for name in keep:
-                shutil.copyfile(Path(saved) / name, folder / name)
+        write_hub_config_folder(folder, tokenizer)
+
+
+__all__ = ["build_tiny_tokenizer", "write_hub_config_folder", "write_hub_configs"]
 
 
 if __name__ == "__main__":
-    write_hub_processing_files(Path(sys.argv[1] if len(sys.argv) > 1 else "hub_configs"))
+    write_hub_configs(Path(sys.argv[1] if len(sys.argv) > 1 else "hub_configs"))

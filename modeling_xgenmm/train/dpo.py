@@ -3,17 +3,13 @@
 on VLFeedback with LoRA on the language model; safety tuning on VLGuard), which the original release shipped no code
 for.
 
-Not a Hub file. The model and processor work with `trl.DPOTrainer` as it is (`processing_class=processor`, TRL's
-vision preference rows `{"images", "prompt", "chosen", "rejected"}`). This module adds what TRL leaves to the model:
+The model and processor work with `trl.DPOTrainer` as it is (`processing_class=processor`, TRL's vision preference
+rows `{"images", "prompt", "chosen", "rejected"}`). This module adds what TRL leaves to the model:
 
 - `XGenMMDPOConfig`: `DPOConfig` with the package's training policy.
-- `XGenMMPreferenceCollator`: TRL's vision preference batch layout, but every completion is tokenized in its prompt's
-  context (TRL tokenizes completions on their own, which gives the Phi-3 sentencepiece tokenizer a leading "▁" that
-  the model never sees after `<|assistant|>\\n`), and rows are checked (images against placeholders, prompts against
-  `max_length`) with errors that name the row instead of truncating into an image.
-- `XGenMMDPOTrainer`: a `DPOTrainer` that, while the vision tower and resampler are frozen, encodes each image once
-  per step and hands the features to the four forwards (policy and reference, chosen and rejected); same loss and
-  gradients, less compute.
+- `XGenMMDPOTrainer`: a `DPOTrainer` that collates with `XGenMMPreferenceCollator` and, while the vision tower and
+  resampler are frozen, encodes each image once per step and hands the features to the four forwards (policy and
+  reference, chosen and rejected); same loss and gradients, less compute.
 - `build_dpo_trainer`: the stage function the examples and recipes call.
 """
 
@@ -21,7 +17,6 @@ import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from datasets import Dataset, Features, List, Value
@@ -32,19 +27,14 @@ from transformers import PreTrainedModel, TrainerCallback
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer
-from trl.data_utils import apply_chat_template, common_prefix_length
-from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from xgenmm_processing.rows import check_image_files, conversation_messages, describe_row, fill_image_blocks
-
-from .training import _apply_policy, _xgenmm_backbone, freeze_vision_tower, lora_config
+from .collators import XGenMMPreferenceCollator
+from .policy import PolicyFields, freeze_resampler, freeze_vision_tower, xgenmm_backbone
+from .rows import check_image_files, normalize_preference_row
 
 
 logger = logging.get_logger(__name__)
 
-# The report adapts ~2.5% of the language model's weights with LoRA; rank 64 on every linear layer of Phi-3-mini is
-# 100.7M weights, 2.6% of its 3.82B.
-LORA_RANK = 64
 MESSAGES = List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})})
 PREFERENCE_FEATURES = Features(
     {
@@ -58,30 +48,21 @@ PREFERENCE_FEATURES = Features(
 
 
 @dataclass
-class XGenMMDPOConfig(DPOConfig):
-    """`DPOConfig` with the xGen-MM policy.
+class XGenMMDPOConfig(PolicyFields, DPOConfig):
+    """`DPOConfig` with the xGen-MM policy (`PolicyFields`).
 
-    - `bf16`: only where `bf16_available()` (TRL turns it on everywhere); CPU (gloo across processes) where torch sees
-      no accelerator.
-    - `max_length`: 2048, the released models' truncation length. With `XGenMMPreferenceCollator` (what
-      `build_dpo_trainer` and `XGenMMDPOTrainer` use) truncation only ever shortens completions: a prompt that does
-      not fit, images included, raises. TRL's own collator cuts every sequence at `max_length`, images or not.
+    - `max_length`: with `XGenMMPreferenceCollator` (what `build_dpo_trainer` and `XGenMMDPOTrainer` use) truncation
+      only ever shortens completions: a prompt that does not fit, images included, raises. TRL's own collator cuts
+      every sequence at `max_length`, images or not.
     - `remove_unused_columns`: `False`, so that rows keep their `id` for error messages.
-    - `activation_checkpointing`: on (non-reentrant), under its new name.
+    - `freeze_resampler`: keep the resampler fixed in full DPO (DPO adapts the language model's answers; frozen image
+      features can then be shared across the step).
     - `share_image_features`: encode each image once per step for all four forwards (see `XGenMMDPOTrainer`);
       `None` uses it where it is exact and falls back to TRL's path elsewhere, `True` requires it, `False` never.
     """
 
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: where CUDA has bf16."})
-    max_length: int | None = field(
-        default=2048,
-        metadata={"help": "Longest sequence in tokens; truncation shortens completions only, never prompts or images."},
-    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the rows' other keys (their id)."})
-    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
-    activation_checkpointing: bool | None = field(
-        default=True, metadata={"help": "Activation checkpointing (non-reentrant)."}
-    )
+    freeze_resampler: bool = field(default=True, metadata={"help": "Keep the resampler fixed in full DPO."})
     share_image_features: bool | None = field(
         default=None,
         metadata={
@@ -89,75 +70,6 @@ class XGenMMDPOConfig(DPOConfig):
             "vision tower and resampler are frozen). Default: where exact; True: required; False: TRL's path."
         },
     )
-
-    def __post_init__(self):
-        _apply_policy(self)
-        super().__post_init__()
-
-
-def _holds_image(messages: list[dict], image_token: str) -> bool:
-    """Whether any message has an image block or an image marker in its text."""
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
-        for block in blocks:
-            if isinstance(block, dict) and (
-                block.get("type") == "image" or image_token in (block.get("text") or "")
-            ):
-                return True
-    return False
-
-
-def normalize_preference_row(
-    row: dict, image_token: str = "<image>", require_images: bool = True, position: int | None = None
-) -> dict:
-    """A preference row in the one form the collator and `datasets` features hold: `prompt`, `chosen` and
-    `rejected` as messages with list content (text blocks and bare `{"type": "image"}` placeholders) and `images`
-    filling the prompt's placeholders in order (`image` is accepted for one image; string content may hold `<image>`
-    markers; image blocks may carry their own payload). Keeps `id` when there is one.
-
-    Raises `ValueError` naming the row when keys are missing, images and placeholders differ in number, a completion
-    holds an image, or (with `require_images`) the row has no image; `position` (in a batch) names rows without `id`.
-    """
-    name = describe_preference_row(row, position)
-    missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
-    if missing:
-        raise ValueError(
-            f"preference row {name}: missing {missing}; a row has 'images', 'prompt', 'chosen' and 'rejected'"
-        )
-    images = row.get("images", row.get("image"))
-    images = [] if images is None else list(images) if isinstance(images, (list, tuple)) else [images]
-    if require_images and not images:
-        raise ValueError(
-            f"preference row {name} has no images, but this run expects an image in every row "
-            "(pass require_images=False for text-only rows)"
-        )
-    try:
-        completions = {}
-        for key in ("chosen", "rejected"):
-            messages = _as_messages(row[key], "assistant")
-            if _holds_image(messages, image_token):
-                raise ValueError(f"the {key} completion holds an image; images belong in the prompt")
-            completions[key], _ = conversation_messages({"messages": messages, "images": []})
-        prompt, images = conversation_messages({"messages": _as_messages(row["prompt"], "user"), "images": images})
-    except ValueError as error:
-        raise ValueError(f"preference row {name}: {error}") from None
-    normalized = {"images": images, "prompt": prompt, **completions}
-    if row.get("id") is not None:
-        normalized["id"] = str(row["id"])
-    return normalized
-
-
-def _as_messages(value: Any, role: str) -> list[dict]:
-    """TRL's standard (string) form as one message of `role`; conversational values as they are."""
-    return [{"role": role, "content": value}] if isinstance(value, str) else value
-
-
-def describe_preference_row(row: Any, position: int | None = None) -> str:
-    """A short name for a row in messages: its `id`, else its position (in the batch or the row list), else its keys."""
-    if isinstance(row, dict) and row.get("id") is not None:
-        return f"id {row['id']!r}"
-    return f"at position {position}" if position is not None else describe_row(row)
 
 
 def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<image>", require_images: bool = True):
@@ -174,116 +86,6 @@ def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<imag
     if not normalized:
         raise ValueError("no preference rows")
     return Dataset.from_list(normalized, features=PREFERENCE_FEATURES)
-
-
-@dataclass
-class DPOScriptArguments:
-    """What the DPO example scripts take besides `XGenMMDPOConfig`."""
-
-    model: str = field(metadata={"help": "Model folder or Hub id (the SFT model), saved with its processor."})
-    data: list[str] = field(metadata={"help": "Dataset files (the example's format)."})
-    images_dir: str | None = field(default=None, metadata={"help": "Image folder; default: the data file's folder."})
-    lora: bool = field(default=True, metadata={"help": "LoRA on the language model (the report); False: full DPO."})
-    lora_r: int = field(default=LORA_RANK, metadata={"help": "LoRA rank (64: ~2.6% of Phi-3-mini's weights)."})
-    lora_alpha: int = field(default=2 * LORA_RANK, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    freeze_resampler: bool = field(default=True, metadata={"help": "Keep the resampler fixed in full DPO."})
-
-    def lora_config(self, model: PreTrainedModel) -> LoraConfig | bool:
-        if not self.lora:
-            return False
-        return lora_config(model, r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
-
-
-@dataclass
-class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
-    """TRL's vision preference batch, tokenized the way the model reads it at generation time.
-
-    Output (as `DataCollatorForVisionPreference`): `input_ids`, `attention_mask` and `completion_mask` of shape
-    `(2 * batch, seq)`, the chosen sequences first, then the rejected ones, right-padded; `pixel_values` and
-    `image_sizes` hold every image twice (once for each half), as TRL's collator does, so that TRL's default path and
-    `XGenMMDPOTrainer` read the same batches.
-
-    Differences from TRL's collator, each to keep training and generation consistent:
-
-    - A completion is tokenized in its prompt's context (prompt + completion in one pass; the completion starts where
-      the tokens of the prompt alone stop matching, as in TRL's text path). TRL's vision collator tokenizes
-      completions alone, and a sentencepiece tokenizer (Phi-3's) then starts them with a word-start "▁" token that
-      the model never produces after `<|assistant|>\\n`: DPO would move tokens that generation does not use.
-    - Truncation to `max_length` shortens completions only. A prompt (images included) that leaves no room for a
-      completion raises, naming the row; TRL cuts every sequence at `max_length`, inside an image if it falls there.
-    - Rows are checked first (`normalize_preference_row`): images against placeholders, no images in completions,
-      and with `require_images` (the default) an image in every row.
-
-    Args:
-        processor ([`XGenMMProcessor`]): tokenizer, image processor and chat template.
-        max_length (`int`, *optional*): longest sequence in tokens; `None` for no truncation.
-        require_images (`bool`, *optional*, defaults to `True`): refuse rows without images.
-    """
-
-    require_images: bool = True
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.pad_to_multiple_of is not None:
-            raise NotImplementedError("pad_to_multiple_of is not supported for vision preference batches")
-        processor, tokenizer = self.processor, self.processor.tokenizer
-        rows, names = [], []
-        for position, example in enumerate(examples):
-            names.append(describe_preference_row(example, position))
-            rows.append(normalize_preference_row(example, processor.image_token, self.require_images, position))
-        prompts, completions = [], {"chosen": [], "rejected": []}
-        for row in rows:
-            text = apply_chat_template(
-                {
-                    "prompt": fill_image_blocks(row["prompt"], row["images"]),
-                    "chosen": row["chosen"],
-                    "rejected": row["rejected"],
-                },
-                processor,
-            )
-            prompts.append(text["prompt"])
-            for key in completions:
-                completions[key].append(text["prompt"] + text[key])
-        texts = completions["chosen"] + completions["rejected"]
-        images = [row["images"] for row in rows] * 2
-        for row_images in images[: len(rows)]:
-            check_image_files(row_images)
-        batch = processor(
-            images=images if any(images) else None,
-            text=texts,
-            padding=True,
-            padding_side="right",
-            return_tensors=self.return_tensors,
-            add_special_tokens=False,
-        )
-        completion_mask = torch.zeros_like(batch["input_ids"])
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        for index, (text, length) in enumerate(zip(texts, lengths)):
-            row = index % len(rows)
-            prompt_ids = tokenizer(prompts[row], add_special_tokens=False)["input_ids"]
-            text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            # The tokenizer counts an image as one marker token; `input_ids` hold all of its tokens.
-            image_tokens = int((batch["input_ids"][index] == processor.image_token_id).sum())
-            markers = prompt_ids.count(processor.image_token_id)
-            start = common_prefix_length(prompt_ids, text_ids) + image_tokens - markers
-            if start >= length:
-                raise ValueError(f"preference row {names[row]}: the completion is empty")
-            if self.max_length is not None and start >= self.max_length:
-                raise ValueError(
-                    f"preference row {names[row]}: the prompt alone is {start} tokens ({image_tokens} of them image "
-                    f"tokens) but max_length={self.max_length}, so no completion token would be left; truncation "
-                    "never cuts a prompt or an image. Raise max_length or shorten the prompt."
-                )
-            completion_mask[index, start:length] = 1
-        if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
-            logger.warning_once(
-                f"Truncating completions to fit max_length={self.max_length}; prompts and images are kept whole."
-            )
-            for key in ("input_ids", "attention_mask"):
-                batch[key] = batch[key][:, : self.max_length]
-            completion_mask = completion_mask[:, : self.max_length]
-        batch["completion_mask"] = completion_mask
-        return batch
 
 
 def _stochastic_parts(module: nn.Module) -> list[str]:
@@ -308,7 +110,7 @@ def image_feature_sharing_blocker(model: nn.Module, ref_model: nn.Module | None 
     can: the vision tower and the resampler must be frozen (no trainable parameter, adapters included), deterministic
     (no active dropout, no batch normalisation in training mode), and, with a separate reference model, hold the same
     weights as the policy's."""
-    backbone = _xgenmm_backbone(model)
+    backbone = xgenmm_backbone(model)
     for part in ("vision_tower", "resampler"):
         trainable = [name for name, param in getattr(backbone, part).named_parameters() if param.requires_grad]
         if trainable:
@@ -317,7 +119,7 @@ def image_feature_sharing_blocker(model: nn.Module, ref_model: nn.Module | None 
         if stochastic:
             return f"the {part} is not deterministic in training (dropout or batch norm at {stochastic[0]})"
     if ref_model is not None:
-        reference = _xgenmm_backbone(ref_model)
+        reference = xgenmm_backbone(ref_model)
         for part in ("vision_tower", "resampler"):
             ours, theirs = getattr(backbone, part).state_dict(), getattr(reference, part).state_dict()
             same = ours.keys() == theirs.keys() and all(
@@ -370,7 +172,9 @@ class XGenMMDPOTrainer(DPOTrainer):
             for module, training in modes:
                 module.training = training
         if self._sharing_refused is not None and self.share_image_features:
-            raise ValueError(f"share_image_features=True, but image features cannot be shared: {self._sharing_refused}")
+            raise ValueError(
+                f"share_image_features=True, but image features cannot be shared: {self._sharing_refused}"
+            )
         if self._sharing_refused is not None and self.share_image_features is None:
             logger.info(f"Encoding images in every DPO forward (TRL's path): {self._sharing_refused}")
 
@@ -393,13 +197,15 @@ class XGenMMDPOTrainer(DPOTrainer):
                 raise ValueError(f"share_image_features=True, but image features cannot be shared: {blocker}")
             else:
                 logger.warning_once(f"Encoding images in every DPO forward (TRL's path): {blocker}")
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
     def _with_shared_image_features(self, inputs: dict) -> dict:
         """`inputs` with `pixel_values`/`image_sizes` replaced by the features of the first half's images, used for
         both halves (the collator repeats every image for chosen and rejected)."""
         pixel_values, image_sizes = inputs["pixel_values"], inputs.get("image_sizes")
-        backbone = _xgenmm_backbone(self.accelerator.unwrap_model(self.model))
+        backbone = xgenmm_backbone(self.accelerator.unwrap_model(self.model))
         views = backbone.views_per_image(image_sizes, pixel_values.shape[0])
         half, half_views = len(views) // 2, sum(views[: len(views) // 2])
         repeated = (
@@ -427,9 +233,8 @@ def build_dpo_trainer(
     *,
     ref_model: PreTrainedModel | None = None,
     eval_rows: Sequence[dict] | Dataset | None = None,
-    lora: bool | LoraConfig = True,
+    peft_config: LoraConfig | None = None,
     freeze_vision: bool = True,
-    freeze_resampler: bool = True,
     require_images: bool = True,
     callbacks: list[TrainerCallback] | None = None,
 ) -> XGenMMDPOTrainer:
@@ -439,19 +244,18 @@ def build_dpo_trainer(
         model: an `XGenMMForConditionalGeneration` (fp32 master weights), e.g. the SFT model.
         processor: its `XGenMMProcessor`.
         train_rows, eval_rows: preference rows `{"images", "prompt", "chosen", "rejected"}` (see
-            `normalize_preference_row`; loaders in `modeling_xgenmm.preference_data`), or a prepared `datasets.Dataset`.
-        args: `XGenMMDPOConfig` (default) or any `DPOConfig`.
+            `normalize_preference_row`; loaders in `modeling_xgenmm.train.preference_data`), or a prepared
+            `datasets.Dataset`.
+        args: `XGenMMDPOConfig` (default) or any `DPOConfig`; `XGenMMDPOConfig.freeze_resampler` (on by default)
+            keeps the resampler fixed.
         ref_model: the reference for full DPO; by default a frozen copy of `model` as it is now. Not allowed with
             LoRA, where the reference is `model` with its adapters disabled (as in the report).
-        lora: `True` (default, as in the report) for LoRA of rank `LORA_RANK` on the language model's linear layers
-            (`lora_config`), a `LoraConfig`, or `False` for full DPO.
-        freeze_vision, freeze_resampler: keep the vision tower / the resampler fixed (both by default: DPO adapts the
-            language model's answers, and frozen image features can be shared across the step). With LoRA only
-            adapters train anyway.
+        peft_config: LoRA adapters to train (`lora_config(model)`: the report's DPO), or `None` for full DPO.
+        freeze_vision: keep the vision tower fixed (the released recipe).
         require_images: refuse rows without an image.
     """
     args = args if args is not None else XGenMMDPOConfig()
-    if lora and ref_model is not None:
+    if peft_config is not None and ref_model is not None:
         raise ValueError(
             "with LoRA the reference model is the model with its adapters disabled; pass ref_model only for full DPO"
         )
@@ -459,12 +263,9 @@ def build_dpo_trainer(
     eval_dataset = None if eval_rows is None else preference_dataset(eval_rows, processor.image_token, require_images)
     if freeze_vision:
         freeze_vision_tower(model)
-    if freeze_resampler:
-        _xgenmm_backbone(model).resampler.requires_grad_(False)
-    peft_config = None
-    if lora:
-        peft_config = lora if isinstance(lora, LoraConfig) else lora_config(model, LORA_RANK, 2 * LORA_RANK)
-    elif ref_model is None:
+    if getattr(args, "freeze_resampler", True):
+        freeze_resampler(model)
+    if peft_config is None and ref_model is None:
         # TRL would reload the reference from `config._name_or_path`, which a model built in memory does not have.
         ref_model = copy.deepcopy(model).requires_grad_(False)
     collator = XGenMMPreferenceCollator(processor=processor, max_length=args.max_length, require_images=require_images)
@@ -522,15 +323,11 @@ def preference_accuracy(model: nn.Module, processor, rows: Sequence[dict], batch
 
 
 __all__ = [
-    "LORA_RANK",
-    "DPOScriptArguments",
     "XGenMMDPOConfig",
     "XGenMMDPOTrainer",
-    "XGenMMPreferenceCollator",
     "build_dpo_trainer",
     "completion_log_probs",
     "image_feature_sharing_blocker",
-    "normalize_preference_row",
     "preference_accuracy",
     "preference_dataset",
     "save_trained_model",

@@ -1,0 +1,184 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""The training policy of the xGen-MM (BLIP-3) report, decided once for every stage:
+
+- the vision tower stays frozen (and in eval mode) while the perceiver resampler and the language model train;
+- LoRA, when asked for, adapts the language model's linear layers only (`lora_target_modules`), with one set of
+  defaults (`LORA_DEFAULTS`: rank 64, the report's ~2.5% of the language model);
+- fp32 master weights, bf16 mixed precision where CUDA has bf16, fp32 elsewhere; activation checkpointing on;
+  without any accelerator every process trains on the CPU (gloo across processes).
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel
+from torch import nn
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
+from transformers.utils import logging
+from trl import ModelConfig
+
+from ..checkpoint.folders import has_weight_files
+
+
+logger = logging.get_logger(__name__)
+
+# Rank 64 on every linear layer of Phi-3-mini is 100.7M weights, 2.6% of its 3.82B: the report's "~2.5%".
+LORA_DEFAULTS = {"r": 64, "lora_alpha": 128, "lora_dropout": 0.05}
+
+
+def bf16_available() -> bool:
+    """Whether bf16 mixed precision is the policy here: CUDA with bf16 support. CPUs train in fp32."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class PolicyFields:
+    """The fields in which `XGenMMTrainingArguments`, `XGenMMSFTConfig` and `XGenMMDPOConfig` carry the policy
+    (listed first among their bases, so these defaults win).
+
+    - `bf16`: `None` (the default) means bf16 where `bf16_available()`, fp32 otherwise (TRL turns it on everywhere).
+    - `activation_checkpointing`: on (non-reentrant): about 20% more compute for much less activation memory, which
+      the 4B released models need on common GPUs. `gradient_checkpointing` is its deprecated alias.
+    - `max_length`: 2048 tokens, the released models' truncation length; truncation never cuts an image.
+    - `use_cpu`: forced on where torch sees no accelerator, so that a multi-process launch (`accelerate launch
+      --multi_gpu --num_processes N`, `torchrun`) trains data-parallel on CPUs with gloo instead of starting N
+      independent runs.
+    """
+
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: where CUDA has bf16."})
+    activation_checkpointing: bool | None = field(
+        default=True, metadata={"help": "Activation checkpointing (non-reentrant)."}
+    )
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
+    max_length: int | None = field(
+        default=2048, metadata={"help": "Longest sequence in tokens; truncation never cuts an image."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = bf16_available() and not self.fp16
+        if not torch.accelerator.is_available():
+            self.use_cpu = True
+        super().__post_init__()
+
+
+@dataclass
+class XGenMMModelConfig(ModelConfig):
+    """TRL's `ModelConfig` with the package's LoRA defaults (`LORA_DEFAULTS`; without `--lora_target_modules`, the
+    language model's linear layers) and the vision tower frozen, as in the report."""
+
+    lora_r: int = field(default=LORA_DEFAULTS["r"], metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=LORA_DEFAULTS["lora_alpha"], metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=LORA_DEFAULTS["lora_dropout"], metadata={"help": "LoRA dropout."})
+    freeze_vision: bool = field(default=True, metadata={"help": "Freeze the vision tower (the released recipe)."})
+
+
+def xgenmm_backbone(model: nn.Module) -> nn.Module:
+    """The `XGenMMModel` inside an `XGenMMForConditionalGeneration`, a PEFT wrapper, or itself."""
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    backbone = getattr(model, "model", model)
+    if not all(hasattr(backbone, name) for name in ("vision_tower", "resampler", "language_model")):
+        raise TypeError(f"expected an xGen-MM model (vision_tower, resampler, language_model), got {type(model)}")
+    return backbone
+
+
+def freeze_vision_tower(model: nn.Module) -> None:
+    """Stops gradients to the vision tower (the released models never train it); resampler and LM stay trainable.
+    `XGenMMModel.train()` then keeps the frozen tower in eval mode."""
+    xgenmm_backbone(model).vision_tower.requires_grad_(False)
+
+
+def freeze_resampler(model: nn.Module) -> None:
+    """Stops gradients to the perceiver resampler (DPO keeps it fixed: it adapts the language model's answers)."""
+    xgenmm_backbone(model).resampler.requires_grad_(False)
+
+
+def lora_target_modules(model: PreTrainedModel) -> str:
+    """A PEFT `target_modules` regex matching every `nn.Linear` of the language model and nothing else: not the
+    vision tower, not the resampler, not `lm_head` (which sits outside the language model)."""
+    prefix = "model.language_model."
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name.startswith(prefix) and isinstance(module, nn.Linear)
+    }
+    if not names:
+        raise ValueError(f"no nn.Linear layers under {prefix!r} in {type(model).__name__}")
+    return rf"{re.escape(prefix)}.*\.({'|'.join(sorted(names))})"
+
+
+def lora_config(model: PreTrainedModel, **overrides) -> LoraConfig:
+    """The package's LoRA: `LORA_DEFAULTS` on the language model's linear layers (`lora_target_modules`), any
+    `LoraConfig` field overridden by keyword (e.g. `modules_to_save=["resampler"]` to train the resampler fully next
+    to the adapters)."""
+    settings = {**LORA_DEFAULTS, "task_type": "CAUSAL_LM", **overrides}
+    if settings.get("target_modules") is None:
+        settings["target_modules"] = lora_target_modules(model)
+    return LoraConfig(**settings)
+
+
+def peft_config_from_args(model_args: ModelConfig, model: PreTrainedModel) -> LoraConfig | None:
+    """`trl.get_peft_config` with the package's default targets: `None` without `--use_peft`."""
+    if not model_args.use_peft:
+        return None
+    return lora_config(
+        model,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+        modules_to_save=model_args.lora_modules_to_save,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+    )
+
+
+def load_model_and_processor(name_or_path: str | Path, seed: int = 0, trust_remote_code: bool = False):
+    """The model and processor of a Hub id or folder, in fp32 (the master weights of mixed-precision training).
+
+    A local folder with a `config.json` but no weights (e.g. `hub_configs/tiny-random`) gives a model initialised
+    at random with `seed`, identical on every process.
+    """
+    path = Path(name_or_path)
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if path.is_dir() and not has_weight_files(path):
+        logger.warning(f"{path} holds no weights: initialising the model at random (seed {seed})")
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+        return model.float(), processor
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
+    return model, processor
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes): equal digests mean equal weights, e.g.
+    across the processes of a distributed run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+__all__ = [
+    "LORA_DEFAULTS",
+    "PolicyFields",
+    "XGenMMModelConfig",
+    "bf16_available",
+    "freeze_resampler",
+    "freeze_vision_tower",
+    "load_model_and_processor",
+    "lora_config",
+    "lora_target_modules",
+    "peft_config_from_args",
+    "weights_sha256",
+    "xgenmm_backbone",
+]

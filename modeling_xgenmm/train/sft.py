@@ -1,0 +1,197 @@
+# Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
+"""Pretraining and supervised fine-tuning of xGen-MM on `transformers.Trainer` (with `XGenMMDataCollator`), and SFT
+on TRL's `SFTTrainer`.
+
+Stages (they differ in the rows they accept):
+
+- `"pretrain"`: interleaved documents and caption pairs, every text token a target.
+- `"sft"`: conversations (single-image instruction data), assistant turns as targets.
+- `"interleaved_sft"`: conversations with several images each, assistant turns as targets.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from datasets import Dataset, Features, List, Value
+from datasets import Image as ImageFeature
+from peft import LoraConfig, get_peft_model
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from trl import SFTConfig, SFTTrainer
+
+from .collators import XGenMMDataCollator
+from .policy import PolicyFields, freeze_vision_tower
+from .rows import conversation_messages, row_kind
+
+
+STAGES = {
+    "pretrain": ("document", "caption"),
+    "sft": ("conversation",),
+    "interleaved_sft": ("conversation",),
+}
+TRL_CONVERSATION_FEATURES = Features(
+    {
+        "messages": List(
+            {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+        ),
+        "images": List(ImageFeature()),
+    }
+)
+
+
+@dataclass
+class XGenMMTrainingArguments(PolicyFields, TrainingArguments):
+    """`TrainingArguments` with the xGen-MM policy (`PolicyFields`: precision, activation checkpointing, CPU/gloo,
+    `max_length`) and the collator's settings.
+
+    - `remove_unused_columns`: `False`; the collator needs the raw rows (the Trainer would strip their keys).
+    - `ddp_find_unused_parameters`: on, so that a batch without images (whose resampler gets no gradient) does not
+      stall DDP; non-reentrant checkpointing works with it.
+    - `on_bad_sample`: `"raise"` on a bad row (the default), or `"skip"` it and count it.
+    """
+
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for the xGen-MM collator."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=True, metadata={"help": "DDP find_unused_parameters (batches without images leave some unused)."}
+    )
+    on_bad_sample: str = field(
+        default="raise",
+        metadata={"help": "'raise' on a bad row, or 'skip' it and count it.", "choices": ["raise", "skip"]},
+    )
+
+
+@dataclass
+class XGenMMSFTConfig(PolicyFields, SFTConfig):
+    """`SFTConfig` with the xGen-MM policy (`PolicyFields`) and assistant-only loss (the chat templates mark each
+    answer and its `<|end|>`)."""
+
+    assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant turns only."})
+
+
+def build_trainer(
+    model: PreTrainedModel,
+    processor,
+    train_rows: Sequence[dict],
+    stage: str,
+    args: TrainingArguments | None = None,
+    *,
+    eval_rows: Sequence[dict] | None = None,
+    peft_config: LoraConfig | None = None,
+    freeze_vision: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Trainer:
+    """A `transformers.Trainer` for one stage, with the policy applied and `XGenMMDataCollator` as collator.
+
+    Args:
+        model: an `XGenMMForConditionalGeneration` (fp32 master weights).
+        processor: its `XGenMMProcessor`; the Trainer saves it with every checkpoint.
+        train_rows, eval_rows: any sequence of rows (a list, a `datasets.Dataset`); see `modeling_xgenmm.train.rows`.
+        stage: `"pretrain"`, `"sft"` or `"interleaved_sft"`; decides which row formats are accepted.
+        args: `XGenMMTrainingArguments` (its `max_length` and `on_bad_sample` configure the collator), or plain
+            `TrainingArguments` with `remove_unused_columns=False`.
+        peft_config: LoRA adapters to train instead of the weights (`lora_config(model)`), or `None`.
+        freeze_vision: freeze the vision tower (the released recipe); with LoRA only adapters train anyway.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage is one of {sorted(STAGES)}, got {stage!r}")
+    args = args if args is not None else XGenMMTrainingArguments()
+    if args.remove_unused_columns:
+        raise ValueError(
+            "remove_unused_columns=True would strip the rows' keys before the xGen-MM collator reads them; "
+            "set it to False (XGenMMTrainingArguments does)"
+        )
+    if not len(train_rows):
+        raise ValueError(f"no training rows for the {stage!r} stage")
+    if freeze_vision:
+        freeze_vision_tower(model)
+    if peft_config is not None:
+        model = get_peft_model(model, peft_config)
+    collator = XGenMMDataCollator(
+        processor,
+        max_length=getattr(args, "max_length", None),
+        on_bad_sample=getattr(args, "on_bad_sample", "raise"),
+        row_kinds=STAGES[stage],
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+
+
+def train_stage(
+    model: PreTrainedModel,
+    processor,
+    train_rows: Sequence[dict],
+    stage: str,
+    args: TrainingArguments | None = None,
+    *,
+    resume_from_checkpoint: str | bool | None = None,
+    **trainer_kwargs,
+) -> tuple[Trainer, dict]:
+    """Builds the stage's trainer (`build_trainer`, same arguments), trains, and returns the trainer and the training
+    metrics (with `skipped_rows`, this process's count of bad rows skipped)."""
+    trainer = build_trainer(model, processor, train_rows, stage, args, **trainer_kwargs)
+    metrics = dict(trainer.train(resume_from_checkpoint=resume_from_checkpoint).metrics)
+    metrics["skipped_rows"] = trainer.data_collator.num_skipped
+    return trainer, metrics
+
+
+def trl_conversation_row(row: dict, image_token: str = "<image>") -> dict:
+    """A conversation row (either form) as TRL's vision collator reads it: `messages` with list content and
+    `{"type": "image"}` placeholders, and `images`."""
+    kind = row_kind(row)
+    if kind != "conversation":
+        raise ValueError(f"SFT takes conversation rows, got a {kind} row")
+    messages, images = conversation_messages(row, image_token)
+    return {"messages": messages, "images": images}
+
+
+def build_trl_sft_trainer(
+    model: PreTrainedModel,
+    processor,
+    train_rows: Sequence[dict],
+    args: SFTConfig | None = None,
+    *,
+    peft_config: LoraConfig | None = None,
+    freeze_vision: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
+) -> SFTTrainer:
+    """SFT through TRL's `SFTTrainer` (`processing_class=processor`, TRL's `DataCollatorForVisionLanguageModeling`).
+
+    With `assistant_only_loss=True` (the `XGenMMSFTConfig` default) TRL's labels are the chat template's assistant
+    spans, as in `XGenMMDataCollator`; TRL forwards every collator key to the model, `image_sizes` included. Rows
+    are converted with `trl_conversation_row` (TRL's collator reads only `messages` + `images`). Unlike
+    `XGenMMDataCollator`, TRL truncation that would cut an image raises (the processor refuses it).
+    """
+    args = args if args is not None else XGenMMSFTConfig()
+    rows = [trl_conversation_row(row, processor.image_token) for row in train_rows]
+    if not rows:
+        raise ValueError("no training rows for SFT")
+    # SFTTrainer takes a `datasets.Dataset`. The Image feature stores paths as paths and decodes them (and PIL
+    # images) when a row is read, so paths and in-memory images mix freely.
+    dataset = Dataset.from_list(rows, features=TRL_CONVERSATION_FEATURES)
+    if freeze_vision:
+        freeze_vision_tower(model)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+__all__ = [
+    "STAGES",
+    "XGenMMSFTConfig",
+    "XGenMMTrainingArguments",
+    "build_trainer",
+    "build_trl_sft_trainer",
+    "train_stage",
+    "trl_conversation_row",
+]

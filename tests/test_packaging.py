@@ -1,0 +1,85 @@
+"""What ships: every package folder is installed (setup.cfg lists it, and a wheel built from the tree holds every
+module and data file), and every `hub_configs/` folder is exactly what its generator writes."""
+
+import configparser
+import filecmp
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from modeling_xgenmm.hub.hub_configs import write_hub_configs
+from paths import HUB_CONFIGS, REPO_ROOT
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    parser.read(REPO_ROOT / "setup.cfg")
+    return parser
+
+
+def installed_packages() -> dict[str, Path]:
+    """Each package setup.cfg installs -> its folder in the tree (through `package_dir`)."""
+    options = setup_cfg()["options"]
+    lines = [line.split("=") for line in options["package_dir"].split("\n") if line.strip()]
+    package_dir = {name.strip(): folder.strip() for name, folder in lines}
+    folders = {}
+    for name in options["packages"].split():
+        root, *rest = name.split(".")
+        folders[name] = REPO_ROOT / package_dir.get(root, root) / Path(*rest)
+    return folders
+
+
+def test_setup_cfg_lists_every_package_folder():
+    listed = {folder.resolve() for folder in installed_packages().values()}
+    roots = {REPO_ROOT / "modeling_xgenmm", REPO_ROOT / "processing", REPO_ROOT / "hub_configs"}
+    found = {
+        init.parent.resolve()
+        for root in roots
+        for init in root.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found == listed, f"not listed in setup.cfg: {sorted(map(str, found - listed))}"
+
+
+def test_a_wheel_built_from_the_tree_holds_every_module_and_data_file(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(REPO_ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (wheel,) = tmp_path.glob("xgen_mm-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = set()
+    for name, folder in installed_packages().items():
+        target = Path(*name.split("."))
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix not in (".pyc",):
+                expected.add(str(target / path.name))
+        # Data folders inside a package (chat templates, the hub_configs variants).
+        for path in folder.glob("*/*"):
+            if path.is_file() and "__pycache__" not in path.parts and not (path.parent / "__init__.py").exists():
+                expected.add(str(target / path.relative_to(folder)))
+    assert not expected - shipped, f"missing from the wheel: {sorted(expected - shipped)}"
+
+
+def test_hub_configs_folders_are_what_the_generator_writes(tmp_path):
+    copy = shutil.copytree(HUB_CONFIGS, tmp_path / "hub_configs", ignore=shutil.ignore_patterns("__pycache__"))
+    write_hub_configs(copy)
+    comparison = filecmp.dircmp(HUB_CONFIGS, copy, ignore=["__pycache__"])
+    stale = [f"{name}/{file}" for name, sub in comparison.subdirs.items() for file in sub.diff_files]
+    assert not stale, f"stale files, rewrite them with `python -m modeling_xgenmm.hub.hub_configs`: {stale}"
+    assert not [name for name, sub in comparison.subdirs.items() if sub.left_only or sub.right_only]
