@@ -44,22 +44,11 @@ def test_setup_cfg_lists_every_package_folder():
 
 
 def test_a_wheel_built_from_the_tree_holds_every_module_and_data_file(tmp_path):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path),
-            str(REPO_ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # A copy of the tree, so that no earlier build output (build/lib) can slip into the wheel.
+    ignored = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "runs", "outputs")
+    source = shutil.copytree(REPO_ROOT, tmp_path / "source", ignore=ignored)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    completed = subprocess.run([*build, str(source)], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     (wheel,) = tmp_path.glob("xgen_mm-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())

@@ -2,7 +2,7 @@
 """Preference rows from the public VLFeedback and VLGuard datasets, in TRL's vision preference format
 `{"id", "images", "prompt", "chosen", "rejected"}` (conversational, one image, the image first in the user turn).
 
-Not a Hub file. The rules, which the xGen-MM (BLIP-3) report describes only in words, are stated here and in the
+The rules, which the xGen-MM (BLIP-3) report describes only in words, are stated here and in the
 docstrings below.
 
 VLFeedback (`MMInstruction/VLFeedback`, `vlfeedback_80k.jsonl`: `id`, `prompt`, `completions` of `{"model",
