@@ -50,8 +50,8 @@ def test_trl_collator_labels_are_the_assistant_tokens_and_equal_ours(image_paths
     for key in ours:
         assert torch.equal(trl_batch[key], ours[key]), key
     targets = [processor.decode(labels[labels != -100]) for labels in trl_batch["labels"]]
-    assert targets[0] == "It is red.<|end|>\n" and targets[1] == "It is green.<|end|>\n"
-    assert targets[4] == "The red one.<|end|>\nIt is blue.<|end|>\n"
+    assert targets[0] == "It is red.<|end|>" and targets[1] == "It is green.<|end|>"
+    assert targets[4] == "The red one.<|end|>It is blue.<|end|>"
 
 
 def test_sft_trainer_forwards_image_sizes_and_follows_the_trainer_loss_curve(image_paths, tmp_path):

@@ -74,12 +74,14 @@ def test_special_tokens_and_released_settings(tokenizer):
     assert tokenizer.add_bos_token is False and tokenizer.add_eos_token is False
 
 
-def test_encodes_chat_layout_without_bos_and_with_explicit_newlines(tokenizer):
+def test_encodes_chat_layout_as_the_original_without_bos(tokenizer):
+    # The original tokenizer's layout: a leading "▁" before the role token, the newline after a role token or <|end|>
+    # taken by that token (rstrip), the one after <image> kept.
     ids = tokenizer("<|user|>\n<image>\nWhat color is the star?<|end|>\n<|assistant|>\n")["input_ids"]
-    assert ids[:5] == [990, 13, 992, 13, tokenizer.convert_tokens_to_ids("W")]
-    assert ids[-4:] == [987, 13, 981, 13]
+    assert tokenizer.convert_ids_to_tokens(ids[:5]) == ["▁", "<|user|>", "<image>", "<0x0A>", "W"]
+    assert tokenizer.convert_ids_to_tokens(ids[-2:]) == ["<|end|>", "<|assistant|>"]
     assert tokenizer.convert_ids_to_tokens(ids[6:9]) == ["▁color", "▁is", "▁the"]
-    assert 1 not in ids
+    assert tokenizer.bos_token_id not in ids
 
 
 def test_byte_fallback_round_trips_text_outside_the_vocabulary(tokenizer):
@@ -93,7 +95,7 @@ def test_byte_fallback_round_trips_text_outside_the_vocabulary(tokenizer):
 
 def test_decode_skips_special_tokens(tokenizer):
     ids = tokenizer("<|assistant|>\nA red star.<|end|>\n<image><|endofchunk|><pad>")["input_ids"]
-    assert tokenizer.decode(ids, skip_special_tokens=True) == "\nA red star.\n"
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "A red star."
 
 
 def test_save_and_reload_keeps_everything(tokenizer, tmp_path):

@@ -35,6 +35,9 @@ TINY_LEARNED_VOCAB_END = 980
 # The small models of hub_configs/ that use the tiny tokenizer: tests (tiny-random) and the toy world recipe.
 TINY_TOKENIZER_FOLDERS = ("tiny-random", "toy-world")
 # Phi-3's added tokens after its 32000-piece sentencepiece vocabulary, in id order (ids 32000..32011 for real).
+# All but `<|endoftext|>` and `<pad>` take the whitespace after them (`rstrip`), as in the released tokenizer: the
+# newline after a role token is not a token of its own.
+PHI3_TOKENS_WITHOUT_RSTRIP = ("<|endoftext|>", "<pad>")
 PHI3_ADDED_TOKENS = [
     "<|endoftext|>",
     "<|assistant|>",
@@ -116,7 +119,12 @@ def build_tiny_tokenizer() -> XGenMMTokenizer:
         vocab=learned["vocab"],
         merges=[tuple(merge) for merge in learned["merges"]],
         added_tokens_decoder={
-            TINY_LEARNED_VOCAB_END + offset: AddedToken(token, special=True, normalized=False)
+            TINY_LEARNED_VOCAB_END + offset: AddedToken(
+                token,
+                special=True,
+                normalized=False,
+                rstrip=token in PHI3_ADDED_TOKENS and token not in PHI3_TOKENS_WITHOUT_RSTRIP,
+            )
             for offset, token in enumerate(added)
         },
     )
