@@ -217,7 +217,8 @@ class XGenMMConfig(PreTrainedConfig):
         if ORIGINAL_PREPROCESSOR_GRIDS in kwargs:
             grids_wh = kwargs.pop(ORIGINAL_PREPROCESSOR_GRIDS)
             self.anyres = grids_wh is not None
-            variant = "instruct (any-resolution)" if self.anyres else "base (fixed 384x384 views)"
+            side = self.image_size
+            variant = "instruct (any-resolution)" if self.anyres else f"base (fixed {side}x{side} views)"
             logger.warning(
                 f"Reading an original Salesforce xGen-MM checkpoint, {variant} per its preprocessor_config.json: "
                 "its config and weights are translated into this package's format (renamed keys, merged vocabulary)."

@@ -141,14 +141,18 @@ class XGenMMTokenizer(LlamaTokenizer):
             *args,
             **kwargs,
         )
-        positions = [(first, None if seconds is None else seconds[index][1]) for index, (_, first) in enumerate(firsts)]
+        positions = [
+            (first, None if seconds is None else seconds[index][1]) for index, (_, first) in enumerate(firsts)
+        ]
         if out.encodings and any(mapped is not None for pair in positions for mapped in pair):
             self._give_offsets_in_caller_text(out, positions)
         return out
 
     def tokenize(self, text, pair=None, add_special_tokens=False, **kwargs) -> list[str]:
         # Vocabulary names: the backend names an `rstrip` token with the whitespace it took ("<|end|>\n").
-        ids = self._encode_plus(text=text, text_pair=pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+        ids = self._encode_plus(text=text, text_pair=pair, add_special_tokens=add_special_tokens, **kwargs)[
+            "input_ids"
+        ]
         return self.convert_ids_to_tokens(ids)
 
     def _as_original_reads(self, text: str) -> tuple[str, list | None]:

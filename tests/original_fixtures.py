@@ -18,14 +18,37 @@ from paths import original_fixtures_dir
 LOGITS_ATOL = 1e-4
 
 
-def recorded_case_names() -> list[str]:
-    """Every case of cases/index.json, for parametrisation; none when the default fixture folder is absent (a folder
-    named by XGENMM_ORIGINAL_FIXTURES that does not exist raises here, at collection)."""
+def initial_tokenizer_len(folder: Path) -> int:
+    """The Phi-3 vocabulary size L of the set's checkpoints (the first added xGen-MM token is id L)."""
+    config = json.loads((folder / "checkpoints" / "instruct" / "config.json").read_text())
+    return config["text_config"]["initial_tokenizer_len"]
+
+
+def fixture_tokenizer(folder: Path):
+    """A tiny tokenizer with the set's id layout (`<image>` at L), for processing files next to its checkpoints."""
+    from modeling_xgenmm.hub.hub_configs import build_tiny_tokenizer
+
+    return build_tiny_tokenizer(initial_tokenizer_len(folder))
+
+
+def recorded_case_names(with_images: bool = False) -> list[str]:
+    """Every case of cases/index.json (those with images only, with `with_images`), for parametrisation; none when
+    the default fixture folder is absent (a folder named by XGENMM_ORIGINAL_FIXTURES that does not exist raises
+    here, at collection)."""
     try:
         folder = original_fixtures_dir()
     except pytest.skip.Exception:
         return []
-    return [case["name"] for case in json.loads((folder / "cases" / "index.json").read_text())["cases"]]
+    cases = json.loads((folder / "cases" / "index.json").read_text())["cases"]
+    return [case["name"] for case in cases if not with_images or any(sample["images"] for sample in case["samples"])]
+
+
+# The recorded greedy runs of a case: output ids -> the generation kwargs they were recorded with.
+GREEDY_RUNS = {
+    "gen_output_ids": "gen_kwargs",
+    "gen2_output_ids": "gen2_kwargs",
+    "gen_reppen_output_ids": "gen_reppen_kwargs",
+}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ HUB_CONFIGS = REPO_ROOT / "hub_configs"
 TINY_RANDOM = HUB_CONFIGS / "tiny-random"
 SHARED = REPO_ROOT.parent / "shared"
 DEFAULT_ORIGINAL_FIXTURES = SHARED / "fixtures" / "official_tiny"
+# The real Phi-3 vocabulary with the Salesforce tokenizer files, and the original ids of 52 strings.
+PHI3_TOKENIZER = SHARED / "fixtures" / "phi3_tokenizer"
 
 
 def original_fixtures_dir() -> Path:

@@ -35,6 +35,12 @@ def released_grids_hw(fixtures_dir: Path) -> list[list[int]]:
     return [[height, width] for width, height in config["grids"]]
 
 
+def released_view_size(fixtures_dir: Path) -> list[int]:
+    """The (height, width) of every view of the released image processor (its `size`)."""
+    config = json.loads((fixtures_dir / "checkpoints" / "instruct" / "preprocessor_config.json").read_text())
+    return list(config["size"])
+
+
 def original_views(image: Image.Image, grids_wh: list[list[int]] | None, side: int) -> np.ndarray:
     """uint8 `(views, 3, side, side)` written from the fixture README's description of the released processor
     (grids as (width, height), as the original lists them); `grids_wh=None` is the base processor."""
@@ -130,7 +136,8 @@ def write_original_phi3_folder(folder, tokenizer):
     folder.mkdir()
     tokenizer.save_pretrained(folder)
     data = json.loads((folder / "tokenizer.json").read_text())
-    data["added_tokens"] = [token for token in data["added_tokens"] if token["id"] < 992]
+    image_tokens = {tokenizer.image_token, tokenizer.image_placeholder_token, tokenizer.end_of_chunk_token}
+    data["added_tokens"] = [token for token in data["added_tokens"] if token["content"] not in image_tokens]
     data["normalizer"] = {
         "type": "Sequence",
         "normalizers": [

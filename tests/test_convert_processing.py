@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor, GenerationConfig
 
-from modeling_xgenmm import XGenMMForConditionalGeneration
+from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
 from modeling_xgenmm.checkpoint.convert import convert_original_checkpoint
-from modeling_xgenmm.hub.hub_configs import build_tiny_tokenizer
 from modeling_xgenmm.hub.publish import prepare_hub_folder
+from original_fixtures import fixture_tokenizer
 from paths import original_fixtures_dir
 from processing_helpers import fixture_float, fixture_pixels, write_original_phi3_folder
 
@@ -34,7 +34,7 @@ def test_converted_processor_reproduces_the_original_processor_and_token_ids(tmp
     fixtures = original_fixtures_dir()
     original = tmp_path / "original"
     shutil.copytree(fixtures / "checkpoints" / "instruct", original)
-    write_original_phi3_folder(tmp_path / "phi3", build_tiny_tokenizer())
+    write_original_phi3_folder(tmp_path / "phi3", fixture_tokenizer(fixtures))
     for tokenizer_file in (tmp_path / "phi3").iterdir():
         shutil.copyfile(tokenizer_file, original / tokenizer_file.name)
 
@@ -46,7 +46,7 @@ def test_converted_processor_reproduces_the_original_processor_and_token_ids(tmp
 
     index = json.loads((fixtures / "image_processing" / "index.json").read_text())["images"]
     pixels = fixture_pixels(fixtures)
-    latents = json.loads((original / "config.json").read_text())["vision_tokenizer_config"].get("num_vis_tokens", 128)
+    latents = XGenMMConfig.from_pretrained(original).perceiver_config.num_latents
     for key in sorted(index)[:3]:
         inputs = processor(images=[Image.open(fixtures / index[key]["file"])], text="<image>", return_tensors="pt")
         expected = fixture_float(pixels[index[key]["anyres"]["tensor"]])
@@ -57,7 +57,7 @@ def test_converted_processor_reproduces_the_original_processor_and_token_ids(tmp
 def test_the_converter_and_the_publisher_stop_an_instruct_model_at_the_same_eos_ids(tmp_path):
     fixtures = original_fixtures_dir()
     original = shutil.copytree(fixtures / "checkpoints" / "instruct", tmp_path / "original")
-    write_original_phi3_folder(tmp_path / "phi3", build_tiny_tokenizer())
+    write_original_phi3_folder(tmp_path / "phi3", fixture_tokenizer(fixtures))
     for tokenizer_file in (tmp_path / "phi3").iterdir():
         shutil.copyfile(tokenizer_file, original / tokenizer_file.name)
     # A generation config that stops at <|endoftext|> only, as the released one once did.

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
 from modeling_xgenmm.hub.hub_configs import PHI3_ADDED_TOKENS, build_tiny_tokenizer
-from paths import TINY_RANDOM, original_fixtures_dir
+from paths import PHI3_TOKENIZER, TINY_RANDOM
 from processing_helpers import write_original_phi3_folder
 from xgenmm_processing import XGenMMTokenizer
 
@@ -18,24 +18,21 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(TINY_RANDOM)
 
 
-def test_tiny_tokenizer_has_the_released_layout_of_the_token_map(tokenizer):
-    token_map = json.loads((original_fixtures_dir() / "token_map.json").read_text())
-    assert type(tokenizer) is XGenMMTokenizer and len(tokenizer) == 995
-    for name, expected in token_map.items():
-        if name == "ordinary word ids":
-            first, last = expected
-            ordinary = tokenizer.convert_ids_to_tokens(list(range(first, last)))
-            assert not set(ordinary) & set(tokenizer.all_special_tokens)
-            continue
-        token = name.split(" ")[0] if name.startswith("<s>") else name
-        if name.startswith("\\n"):
-            token = "<0x0A>"
-        if isinstance(expected, list):
-            number = 1 if "1..4" in name else 5
-            tokens = [f"<|placeholder{number + offset}|>" for offset in range(len(expected))]
-            assert tokenizer.convert_tokens_to_ids(tokens) == expected, name
-        else:
-            assert tokenizer.convert_tokens_to_ids(token) == expected, name
+def test_tiny_tokenizer_has_the_layout_and_flags_of_the_released_one(tokenizer):
+    # The released tokenizer files: Phi-3's added tokens end its vocabulary of L ids, xGen-MM's three follow at L.
+    released = XGenMMTokenizer.from_pretrained(PHI3_TOKENIZER)
+    tiny_length, released_length = (len(tok) - 3 for tok in (tokenizer, released))
+
+    def layout(tok, length):
+        return {
+            id_ - length: (token.content, token.rstrip, token.lstrip, token.content in tok.all_special_tokens)
+            for id_, token in tok.added_tokens_decoder.items()
+            if id_ >= length - len(PHI3_ADDED_TOKENS)
+        }
+
+    assert layout(tokenizer, tiny_length) == layout(released, released_length)
+    assert tokenizer.convert_tokens_to_ids(["<unk>", "<s>", "</s>", "<0x00>", "<0x0A>"]) == [0, 1, 2, 3, 13]
+    assert released.convert_tokens_to_ids(["<unk>", "<s>", "</s>", "<0x00>", "<0x0A>"]) == [0, 1, 2, 3, 13]
 
 
 def test_layout_of_the_byte_and_learned_ranges(tokenizer):

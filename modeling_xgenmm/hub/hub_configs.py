@@ -97,29 +97,33 @@ def toy_world_corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer() -> XGenMMTokenizer:
-    """The 995-id tokenizer of `tiny-random`, with the layout of the released Phi-3 + xGen-MM vocabulary."""
+def build_tiny_tokenizer(
+    initial_tokenizer_len: int = TINY_LEARNED_VOCAB_END + len(PHI3_ADDED_TOKENS),
+) -> XGenMMTokenizer:
+    """A tiny tokenizer with the layout of the released Phi-3 + xGen-MM vocabulary scaled down: its vocabulary (the
+    sentencepiece pieces, then Phi-3's added tokens) has `initial_tokenizer_len` ids, the three xGen-MM tokens follow.
+    The default, 992, is the tokenizer of `tiny-random` (995 ids); pieces the corpus cannot fill are unused
+    `<unusedN>` placeholders."""
+    num_pieces = initial_tokenizer_len - len(PHI3_ADDED_TOKENS)
     byte_tokens = [f"<0x{byte:02X}>" for byte in range(256)]
+    special = ["<unk>", "<s>", "</s>", *byte_tokens]
+    if num_pieces < len(special):
+        raise ValueError(f"initial_tokenizer_len={initial_tokenizer_len} leaves no room for the byte pieces")
     # Words are learned one by one (as sentencepiece does), so no piece spans a word boundary; characters outside
     # the corpus, "\n" included, fall back to bytes as in Phi-3.
     trainer_tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     trainer_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    trainer = trainers.BpeTrainer(
-        vocab_size=TINY_LEARNED_VOCAB_END,
-        special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
-        min_frequency=1,
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=num_pieces, special_tokens=special, min_frequency=1, show_progress=False)
     trainer_tokenizer.train_from_iterator(toy_world_corpus(), trainer)
     learned = json.loads(trainer_tokenizer.to_str())["model"]
-    if len(learned["vocab"]) != TINY_LEARNED_VOCAB_END:
-        raise RuntimeError(f"the corpus yields {len(learned['vocab'])} pieces, {TINY_LEARNED_VOCAB_END} are needed")
+    vocab = learned["vocab"]
+    vocab.update({f"<unused{index}>": index for index in range(len(vocab), num_pieces)})
     added = PHI3_ADDED_TOKENS + ["<image>", "<image placeholder>", "<|endofchunk|>"]
     return XGenMMTokenizer(
-        vocab=learned["vocab"],
+        vocab=vocab,
         merges=[tuple(merge) for merge in learned["merges"]],
         added_tokens_decoder={
-            TINY_LEARNED_VOCAB_END + offset: AddedToken(
+            num_pieces + offset: AddedToken(
                 token,
                 special=True,
                 normalized=False,
