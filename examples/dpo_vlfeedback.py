@@ -23,6 +23,7 @@ from modeling_xgenmm.train import (
     XGenMMDPOConfig,
     XGenMMModelConfig,
     build_dpo_trainer,
+    checkpoint_to_resume,
     load_model_and_processor,
     load_vlfeedback,
     peft_config_from_args,
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None):
         peft_config=peft_config_from_args(model_args, model),
         freeze_vision=model_args.freeze_vision,
     )
-    trainer.train(resume_from_checkpoint=dpo_config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(dpo_config))
     save_trained_model(trainer, Path(dpo_config.output_dir) / "model")
     return trainer
 

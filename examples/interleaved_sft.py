@@ -21,6 +21,7 @@ from modeling_xgenmm.train import (
     XGenMMModelConfig,
     XGenMMTrainingArguments,
     build_trainer,
+    checkpoint_to_resume,
     load_model_and_processor,
     load_rows,
     peft_config_from_args,
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None):
         peft_config=peft_config_from_args(model_args, model),
         freeze_vision=model_args.freeze_vision,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
     trainer.save_model()
     return trainer
 

@@ -19,6 +19,7 @@ from modeling_xgenmm.train import (
     XGenMMModelConfig,
     XGenMMSFTConfig,
     build_trl_sft_trainer,
+    checkpoint_to_resume,
     load_model_and_processor,
     load_rows,
     peft_config_from_args,
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None):
         peft_config=peft_config_from_args(model_args, model),
         freeze_vision=model_args.freeze_vision,
     )
-    trainer.train(resume_from_checkpoint=sft_config.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(sft_config))
     trainer.save_model()
     return trainer
 

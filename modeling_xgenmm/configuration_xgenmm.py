@@ -58,6 +58,28 @@ XGENMM_V1_5_GRID_PINPOINTS = [[768, 384], [384, 768], [768, 768], [384, 1152], [
 ORIGINAL_PREPROCESSOR_GRIDS = "original_preprocessor_grids"
 
 
+def _download_kwargs(kwargs: dict) -> dict:
+    keys = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
+    return {key: kwargs[key] for key in keys if key in kwargs}
+
+
+def _with_original_preprocessor_grids(config_dict: dict, name_or_path, download_kwargs: dict) -> dict:
+    """`config_dict` with the `grids` of the `preprocessor_config.json` beside it when it is an original Salesforce
+    config.json (under `ORIGINAL_PREPROCESSOR_GRIDS`); other configs as they are."""
+    if "vision_encoder_config" not in config_dict or ORIGINAL_PREPROCESSOR_GRIDS in config_dict:
+        return config_dict
+    folder = str(name_or_path)
+    if os.path.isfile(folder):
+        folder = os.path.dirname(folder)
+    preprocessor_file = cached_file(
+        folder, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False, **download_kwargs
+    )
+    if preprocessor_file is None:
+        return config_dict
+    with open(preprocessor_file, encoding="utf-8") as reader:
+        return {**config_dict, ORIGINAL_PREPROCESSOR_GRIDS: json.load(reader).get("grids")}
+
+
 @strict
 class XGenMMPerceiverConfig(PreTrainedConfig):
     r"""
@@ -172,23 +194,19 @@ class XGenMMConfig(PreTrainedConfig):
         """Also reads the `grids` of the `preprocessor_config.json` next to an original Salesforce config.json: the
         original config says `image_aspect_ratio: anyres` for base and instruct checkpoints alike, and only the image
         processor's grids tell them apart (`null` for the fixed 384x384 base model)."""
-        download_kwargs = {
-            key: kwargs[key]
-            for key in ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
-            if key in kwargs
-        }
+        download_kwargs = _download_kwargs(kwargs)
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if "vision_encoder_config" in config_dict and ORIGINAL_PREPROCESSOR_GRIDS not in config_dict:
-            folder = str(pretrained_model_name_or_path)
-            if os.path.isfile(folder):
-                folder = os.path.dirname(folder)
-            preprocessor_file = cached_file(
-                folder, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False, **download_kwargs
+        return _with_original_preprocessor_grids(config_dict, pretrained_model_name_or_path, download_kwargs), kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """`AutoConfig` (and so every Auto model class) reads config.json itself and hands the dict here, with the
+        folder or repo id as `name_or_path`: an original checkpoint's preprocessor grids are read from there too."""
+        if kwargs.get("name_or_path") is not None:
+            config_dict = _with_original_preprocessor_grids(
+                config_dict, kwargs["name_or_path"], _download_kwargs(kwargs)
             )
-            if preprocessor_file is not None:
-                with open(preprocessor_file, encoding="utf-8") as reader:
-                    config_dict[ORIGINAL_PREPROCESSOR_GRIDS] = json.load(reader).get("grids")
-        return config_dict, kwargs
+        return super().from_dict(config_dict, **kwargs)
 
     def _translate_original_format(self, kwargs: dict) -> dict:
         """Reads a config.json written by the original Salesforce code (`vision_encoder_config`,

@@ -284,6 +284,12 @@ class XGenMMModel(XGenMMPreTrainedModel):
                 f"{num_views} views in pixel_values belong to images; the processor returns it with pixel_values."
             )
         sizes = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
+        for index, size in enumerate(sizes):
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(
+                    f"image_sizes[{index}] is {size}; every image's size is a (height, width) pair of positive "
+                    "numbers, as the processor returns it"
+                )
         counts = [num_image_views(size, self.config) for size in sizes]
         if sum(counts) != num_views:
             raise ValueError(
@@ -349,6 +355,17 @@ class XGenMMModel(XGenMMPreTrainedModel):
                 f"pixel_values must be (views, channels, height, width) with all views of all images flattened, "
                 f"got shape {tuple(pixel_values.shape)}"
             )
+        if not torch.is_floating_point(pixel_values):
+            raise ValueError(
+                f"pixel_values are {pixel_values.dtype}; expected the processor's normalised floating-point views "
+                "(raw 0-255 pixels would be read as values 255 times too large)"
+            )
+        side = self.config.image_size
+        if tuple(pixel_values.shape[-2:]) != (side, side):
+            raise ValueError(
+                f"pixel_values hold views of {pixel_values.shape[-2]}x{pixel_values.shape[-1]} pixels, but this model "
+                f"sees {side}x{side} views (config.image_size); process the images with this model's processor"
+            )
         views = self.views_per_image(image_sizes, pixel_values.shape[0])
         features = self.encode_views(pixel_values)
         groups, mask = features, None
@@ -403,6 +420,8 @@ class XGenMMModel(XGenMMPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if (input_ids if input_ids is not None else inputs_embeds).shape[1] == 0:
+            raise ValueError("the input holds no token (an empty prompt); give at least one token per sequence")
         if pixel_values is not None and mm_encoder_outputs is not None:
             raise ValueError("Pass either pixel_values or mm_encoder_outputs, not both")
         if inputs_embeds is None:
@@ -500,7 +519,8 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         image_sizes (`torch.LongTensor` of shape `(images, 2)`, *optional*):
             Original (height, width) of each image.
         labels (`torch.LongTensor` of shape `(batch, seq)`, *optional*):
-            Next-token targets aligned with `input_ids` (shifted inside the loss); -100 is ignored.
+            Next-token targets aligned with `input_ids` (shifted inside the loss); -100 is ignored. Labels without any
+            target give a zero loss.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -518,7 +538,10 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
 
         loss = None
-        if labels is not None:
+        if labels is not None and not (labels[..., 1:] != -100).any():
+            # No target token (every label -100): a zero loss that still reaches every weight, not the NaN of 0 / 0.
+            loss = logits.sum() * 0.0
+        elif labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )

@@ -2,16 +2,23 @@
 """Image processors for xGen-MM (BLIP-3): a PIL backend that reproduces the released processor exactly, and a
 torchvision backend that follows it with batched tensor ops.
 
-This file is copied verbatim into every Hub folder, so it imports only numpy, PIL, torch, `transformers` (torchvision
-guarded).
+This file is copied verbatim into every Hub folder, so it imports only numpy, PIL, torch, `transformers` and its
+`huggingface_hub` (torchvision guarded).
 """
 
+import base64
+import binascii
+import io
 import math
+import os
+import time
 import warnings
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
+from huggingface_hub.utils import httpx
 from transformers.image_processing_backends import PilBackend, TorchvisionBackend
 from transformers.image_processing_utils import BatchFeature, select_best_resolution
 from transformers.image_transforms import divide_to_patches
@@ -24,7 +31,6 @@ from transformers.image_utils import (
     SizeDict,
     infer_channel_dimension_format,
     is_valid_image,
-    load_image,
 )
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType, is_torchvision_available
@@ -37,6 +43,9 @@ if is_torchvision_available():
 
 # Released any-resolution grids as (height, width), in the released order: the first of equally good grids wins.
 XGENMM_GRID_PINPOINTS = [[768, 384], [384, 768], [768, 768], [384, 1152], [1152, 384]]
+EXIF_ORIENTATION = 0x0112
+# Pillow's 16-bit, 32-bit integer and float modes: their values are not 8-bit levels.
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class XGenMMImageProcessorKwargs(ImagesKwargs, total=False):
@@ -62,48 +71,164 @@ def fitted_size(image_size: tuple[int, int], target_size: tuple[int, int]) -> tu
     return target_height, min(math.ceil(width * (target_height / height)), target_width)
 
 
-def _decompression_bomb_error(what: str, detail: str) -> ValueError:
-    return ValueError(
+# Reading an image from a URL: seconds to wait for the server (connecting, then each read), and attempts in all.
+# Connection failures, timeouts and server errors (5xx) are tried again after 1, 2, ... seconds; other answers are
+# final (404: the image is not there).
+IMAGE_URL_TIMEOUT = 10.0
+IMAGE_URL_ATTEMPTS = 3
+
+
+class ImageLoadError(ValueError):
+    """An image input that cannot be read: the message names the input and the cause."""
+
+
+def _decompression_bomb_error(what: str, detail: str) -> ImageLoadError:
+    return ImageLoadError(
         f"{what} is larger than PIL.Image.MAX_IMAGE_PIXELS = {PIL.Image.MAX_IMAGE_PIXELS} pixels, Pillow's "
         f"decompression-bomb limit ({detail}). Raise PIL.Image.MAX_IMAGE_PIXELS if you trust the image."
     )
 
 
-def load_image_within_limits(source: str) -> "PIL.Image.Image":
-    """`transformers.image_utils.load_image` (URL, path or base64, converted to RGB) that refuses images above
+def _describe(source: str) -> str:
+    return repr(source if len(source) <= 100 else source[:97] + "...")
+
+
+def fetch_url(url: str, timeout: float = IMAGE_URL_TIMEOUT, attempts: int = IMAGE_URL_ATTEMPTS) -> bytes:
+    """The body of `url`, waiting at most `timeout` seconds per connection or read, in at most `attempts` tries;
+    raises `ImageLoadError` naming the URL and the cause (HTTP status, DNS failure, refused connection, timeout)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            response = httpx.get(url, timeout=timeout, follow_redirects=True)
+        except httpx.TimeoutException:
+            cause = f"no answer within {timeout:g} s (timeout)"
+        except httpx.ConnectError as error:
+            reason = str(error)
+            if "Name or service not known" in reason or "nodename nor servname" in reason or "getaddrinfo" in reason:
+                cause = f"the host name could not be resolved (DNS: {reason})"
+            elif "refused" in reason.lower():
+                cause = f"the connection was refused ({reason})"
+            else:
+                cause = f"the connection failed ({reason or type(error).__name__})"
+        except httpx.HTTPError as error:
+            cause = f"the request failed ({type(error).__name__}: {error})"
+        else:
+            if response.status_code < 400:
+                return response.content
+            cause = f"the server answered HTTP {response.status_code} {response.reason_phrase}"
+            if response.status_code < 500:
+                attempts = attempt  # a client error does not go away by asking again
+        if attempt < attempts:
+            time.sleep(attempt)
+    tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+    raise ImageLoadError(f"the image at {_describe(url)} could not be fetched: {cause}{tries}")
+
+
+def load_image_source(source: str, timeout: float = IMAGE_URL_TIMEOUT) -> "PIL.Image.Image":
+    """An image from a URL, a file path or base64 text (a `data:` URI included), opened with Pillow in its own mode
+    (the decoding rule of `decoded_image` applies to it as to an image passed opened). Refuses images above
     `PIL.Image.MAX_IMAGE_PIXELS` from their header, before any pixel is decoded."""
+    if source.startswith(("http://", "https://")):
+        what, data = f"the image at {_describe(source)}", io.BytesIO(fetch_url(source, timeout))
+    elif os.path.isfile(source):
+        what, data = f"the image file {_describe(source)}", source
+    elif os.path.splitext(source)[1].lower() in PIL.Image.registered_extensions() and "," not in source:
+        raise ImageLoadError(f"image file not found: {_describe(source)}")
+    else:
+        encoded = source.split(",", 1)[1] if source.startswith("data:") else source
+        try:
+            what, data = "the base64 image data", io.BytesIO(base64.b64decode(encoded, validate=True))
+        except (ValueError, binascii.Error):
+            raise ImageLoadError(
+                f"{_describe(source)} is not an image URL (http:// or https://), an existing file, nor base64 image "
+                "data"
+            ) from None
     with warnings.catch_warnings():
         # Pillow only warns between 1x and 2x the limit; as an error it stops `Image.open` before decoding.
         warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
         try:
-            return load_image(source)
+            return PIL.Image.open(data)
         except (PIL.Image.DecompressionBombWarning, PIL.Image.DecompressionBombError) as error:
-            raise _decompression_bomb_error(f"the image at {source[:80]!r}", str(error)) from error
+            raise _decompression_bomb_error(what, str(error)) from error
+        except PIL.UnidentifiedImageError:
+            raise ImageLoadError(f"{what} is not an image Pillow can read (unknown or corrupt format)") from None
         except OSError as error:
-            raise ValueError(f"the image at {source[:80]!r} could not be decoded: {error}") from error
+            raise ImageLoadError(f"{what} could not be read: {error}") from error
+
+
+def _as_pil(array: np.ndarray, index: int) -> "PIL.Image.Image":
+    """A PIL image of the pixels of an array of shape (height, width[, channels]) or (channels, height, width),
+    channels 1, 3 or 4: uint8 as they are, uint16 as 16-bit values, floats as values in [0, 1]."""
+    if array.ndim == 3 and infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST:
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"image {index} is an array of shape {array.shape}; expected (height, width), (height, width, 1|3|4) or "
+            "(1|3|4, height, width)"
+        )
+    if array.dtype == np.uint16:
+        array = _eight_bit(array.astype(np.float64) / 65535 * 255)
+    elif array.dtype.kind == "f":
+        finite = np.isfinite(array).all()
+        if not finite or (array.size and (array.min() < 0 or array.max() > 1)):
+            low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+            raise ValueError(
+                f"image {index} is a float array with values from {low:g} to {high:g}; expected values in [0, 1] "
+                "(or uint8 pixels 0-255)"
+            )
+        array = _eight_bit(array.astype(np.float64) * 255)
+    elif array.dtype != np.uint8:
+        raise TypeError(
+            f"image {index} is an array of dtype {array.dtype}; expected uint8 pixels (0-255), uint16 (0-65535), "
+            "floats in [0, 1], or a PIL image"
+        )
+    return PIL.Image.fromarray(np.ascontiguousarray(array))
+
+
+def _eight_bit(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _high_bit_depth_to_eight_bit(image: "PIL.Image.Image", index: int) -> "PIL.Image.Image":
+    """Images of Pillow's 16-bit, 32-bit integer and float modes as the 8-bit grayscale picture they show: 16-bit
+    values (`I;16*`, and `I` within 0-65535) scaled by 255 / 65535, floats (`F`) in [0, 1] by 255. Pillow's own
+    conversion clips them at 255 instead (a 16-bit image turns almost white, a float one black)."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+            raise ValueError(
+                f"image {index} is a float (mode F) image with values from {values.min():g} to {values.max():g}; "
+                "expected values in [0, 1]"
+            )
+        return PIL.Image.fromarray(_eight_bit(values.astype(np.float64) * 255))
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError(
+            f"image {index} is a 32-bit integer (mode {image.mode}) image with values from {values.min()} to "
+            f"{values.max()}; expected 16-bit values (0-65535)"
+        )
+    return PIL.Image.fromarray(_eight_bit(values.astype(np.float64) / 65535 * 255))
 
 
 def decoded_image(image: ImageInput, index: int) -> "PIL.Image.Image":
-    """Checks input image `index` and returns it as a decoded PIL image in its own mode.
+    """Checks input image `index` and returns it as a decoded 8-bit PIL image, by one rule for every kind of input
+    (a path, URL or base64 string is opened first, by `load_image_source`):
 
-    uint8 arrays and tensors of shape (height, width, channels) or (channels, height, width) with 1, 3 or 4 channels
-    are the PIL images of mode L, RGB or RGBA with those pixels.
+    - arrays and tensors of shape (height, width[, 1|3|4]) or (1|3|4, height, width): uint8 pixels as they are,
+      uint16 as 16-bit values, floats as values in [0, 1] (anything else is refused);
+    - the EXIF orientation of a photo is applied (the image as viewers show it);
+    - 16-bit, 32-bit integer and float images become the 8-bit picture they show (`_high_bit_depth_to_eight_bit`);
+    - every other mode (RGB, RGBA, L, LA, P, 1, CMYK, ...) is kept: resizing happens in the image's own mode, as in
+      the released processor, and alpha is dropped when the views are converted to RGB.
     """
     if isinstance(image, PIL.Image.Image):
         width, height = image.size
     else:
         array = image.numpy(force=True) if isinstance(image, torch.Tensor) else np.asarray(image)
-        if array.dtype != np.uint8:
-            raise TypeError(
-                f"image {index} is an array of dtype {array.dtype}; expected uint8 pixels (0-255) or a PIL image"
-            )
-        if infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST:
-            array = np.moveaxis(array, 0, -1)
-        if array.shape[-1] == 1:
-            array = array[..., 0]
-        height, width = array.shape[:2]
-        if height and width:
-            image = PIL.Image.fromarray(np.ascontiguousarray(array))
+        if 0 in array.shape[:3]:
+            raise ValueError(f"image {index} is empty (an array of shape {array.shape}); expected at least 1x1 pixels")
+        image = _as_pil(array, index)
+        width, height = image.size
     if height == 0 or width == 0:
         raise ValueError(f"image {index} is empty ({width}x{height} pixels, width x height); expected at least 1x1")
     if PIL.Image.MAX_IMAGE_PIXELS is not None and width * height > PIL.Image.MAX_IMAGE_PIXELS:
@@ -111,7 +236,12 @@ def decoded_image(image: ImageInput, index: int) -> "PIL.Image.Image":
     try:
         image.load()
     except (OSError, SyntaxError) as error:
-        raise ValueError(f"image {index} could not be decoded (truncated or corrupt file): {error}") from error
+        name = f"image {index}" + (f" ({_describe(image.filename)})" if getattr(image, "filename", "") else "")
+        raise ImageLoadError(f"{name} could not be decoded (truncated or corrupt file): {error}") from error
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = PIL.ImageOps.exif_transpose(image)
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        image = _high_bit_depth_to_eight_bit(image, index)
     return image
 
 
@@ -131,11 +261,12 @@ class XGenMMImageProcessingMixin:
     image_std = IMAGENET_STANDARD_STD
 
     def fetch_images(self, images):
-        """Loads URL, path and base64 inputs as RGB PIL images, refusing decompression bombs; passes images through."""
+        """Opens URL, path and base64 inputs (`load_image_source`: with a timeout, refusing decompression bombs);
+        passes images through."""
         if isinstance(images, (list, tuple)):
             return [self.fetch_images(image) for image in images]
         if isinstance(images, str):
-            return load_image_within_limits(images)
+            return load_image_source(images)
         if is_valid_image(images):
             return images
         raise TypeError(
@@ -145,7 +276,15 @@ class XGenMMImageProcessingMixin:
 
     def _prepare_image_like_inputs(self, images: ImageInput, *args, **kwargs) -> list["PIL.Image.Image"]:
         # Both backends start from the decoded PIL image: its mode decides how the original resamples it.
-        images = self._prepare_images_structure(images)
+        images = self.fetch_images(images)
+        try:
+            images = self._prepare_images_structure(images)
+        except ValueError:
+            shapes = [getattr(image, "shape", None) for image in (images if isinstance(images, list) else [images])]
+            raise ValueError(
+                "images are PIL images, paths, URLs, or arrays / tensors of shape (height, width, channels) or "
+                f"(channels, height, width), one per image or in (nested) lists; got arrays of shapes {shapes}"
+            ) from None
         return [decoded_image(image, index) for index, image in enumerate(images)]
 
     def best_resolution(

@@ -14,6 +14,48 @@ from transformers.processing_utils import MultiModalData, ProcessingKwargs, Proc
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+IMAGE_PAYLOADS = ("image", "url", "path", "base64")
+
+
+def check_messages(messages, conversation: int | None = None) -> None:
+    """Raises `ValueError` naming the message and the field when a chat is not a list of `{"role", "content"}`
+    messages whose content is a string or a list of text and image blocks: a chat template would otherwise render a
+    malformed message as an empty or garbled turn."""
+    where = "" if conversation is None else f"conversation {conversation}, "
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"{where}a chat is a non-empty list of messages, got {messages!r:.80}")
+    for index, message in enumerate(messages):
+        name = f"{where}message {index}"
+        if not isinstance(message, dict):
+            raise ValueError(f"{name} is a {type(message).__name__}; expected a dict with 'role' and 'content'")
+        for field in ("role", "content"):
+            if field not in message:
+                raise ValueError(
+                    f"{name} has no {field!r} (its keys: {sorted(message)}); expected 'role' and 'content'"
+                )
+        role, content = message["role"], message["content"]
+        if role not in CHAT_ROLES:
+            raise ValueError(f"{name} has role {role!r}; expected one of {list(CHAT_ROLES)}")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, (list, tuple)):
+            raise ValueError(
+                f"{name} ({role}) has content {content!r:.60}; expected a string or a list of text and image blocks"
+            )
+        for position, block in enumerate(content):
+            block_name = f"{name} ({role}), block {position}"
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text":
+                if not isinstance(block.get("text"), str):
+                    raise ValueError(f"{block_name} is a text block without a string 'text': {block!r:.80}")
+            elif kind != "image":
+                raise ValueError(
+                    f"{block_name} is {block!r:.80}; expected {{'type': 'text', 'text': ...}} or "
+                    f"{{'type': 'image'}} with one of {list(IMAGE_PAYLOADS)}"
+                )
+
+
 class XGenMMProcessor(ProcessorMixin):
     r"""
     xGen-MM processor: `processor(images=..., text=...)` and `processor.apply_chat_template(...)`.
@@ -113,6 +155,14 @@ class XGenMMProcessor(ProcessorMixin):
                     f"({markers} per sample)"
                 )
 
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """`ProcessorMixin.apply_chat_template`, after checking every message (`check_messages`)."""
+        batched = isinstance(conversation, (list, tuple)) and bool(conversation)
+        batched = batched and isinstance(conversation[0], (list, tuple))
+        for index, messages in enumerate(conversation if batched else [conversation]):
+            check_messages(messages, index if batched else None)
+        return super().apply_chat_template(conversation, chat_template, **kwargs)
+
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         image_size = image_inputs["image_sizes"][image_idx]
         image_size = image_size.tolist() if isinstance(image_size, (torch.Tensor, np.ndarray)) else image_size
@@ -171,4 +221,4 @@ class XGenMMProcessor(ProcessorMixin):
         return answers[0] if single else answers
 
 
-__all__ = ["XGenMMProcessor"]
+__all__ = ["XGenMMProcessor", "check_messages"]

@@ -226,7 +226,7 @@ BAD_ROWS = [
     ),
     ({"id": "d", "text": "<image><image>Two", "images": ["IMAGE"]}, r"1 images but 2 <image> markers"),
     ({"id": "e", "image": "img/missing.png", "caption": "x"}, r"image file not found: img/missing.png"),
-    ({"id": "f", "image": "BROKEN", "caption": "x"}, r"could not be decoded"),
+    ({"id": "f", "image": "BROKEN", "caption": "x"}, r"the image file .*broken.png' is not an image Pillow can read"),
     ({"id": "g", "question": "?"}, r"unknown row format with keys \['id', 'question'\]"),
     (
         {"id": "h", "conversations": [{"from": "robot", "value": "beep"}]},
@@ -234,7 +234,7 @@ BAD_ROWS = [
     ),
     (
         {"id": "i", "messages": [{"role": "tool", "content": "42"}, {"role": "assistant", "content": "ok"}]},
-        r"xGen-MM roles are system, user and assistant, got tool",
+        r"message 0 has role 'tool'; expected one of \['system', 'user', 'assistant'\]",
     ),
 ]
 

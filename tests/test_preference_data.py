@@ -131,9 +131,7 @@ def test_vlfeedback_rows_collate_with_the_responses_as_completions(vlfeedback_fi
     rows = load_vlfeedback(vlfeedback_file, images_dir=vlfeedback_file.parent / "merged_images")
     batch = XGenMMPreferenceCollator(processor=processor)(rows)
     decoded = [processor.decode(ids[mask.bool()]) for ids, mask in zip(batch["input_ids"], batch["completion_mask"])]
-    assert decoded == [
-        f"{text}<|end|>" for text in [texts(row)[0] for row in rows] + [texts(row)[1] for row in rows]
-    ]
+    assert decoded == [f"{text}<|end|>" for text in [texts(row)[0] for row in rows] + [texts(row)[1] for row in rows]]
     assert batch["image_sizes"].tolist() == [[40, 60], [60, 40], [50, 50]] * 2
 
 

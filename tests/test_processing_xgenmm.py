@@ -91,11 +91,33 @@ def test_string_and_list_content_render_the_same(processor):
     assert processor.apply_chat_template(as_strings).startswith("<|system|>\nBe brief.<|end|>\n<|user|>\nHi.")
 
 
-def test_unknown_role_and_block_type_are_refused(processor):
-    with pytest.raises(Exception, match="xGen-MM roles are system, user and assistant, got tool"):
-        processor.apply_chat_template([{"role": "tool", "content": "42"}])
-    with pytest.raises(Exception, match="xGen-MM messages hold text and image blocks, got a video block"):
-        processor.apply_chat_template([user_turn({"type": "video"})])
+MALFORMED_CHATS = [
+    ([{"role": "user", "contents": "Hi"}], r"message 0 has no 'content' \(its keys: \['contents', 'role'\]\)"),
+    ([{"content": "Hi"}], r"message 0 has no 'role'"),
+    ([{"role": "user", "content": None}], r"message 0 \(user\) has content None; expected a string or a list"),
+    ([{"role": "user", "content": [{"type": "text"}]}], r"message 0 \(user\), block 0 is a text block without"),
+    ([{"role": "user", "content": [{"type": "video"}]}], r"message 0 \(user\), block 0 is \{'type': 'video'\}"),
+    ([{"role": "user", "content": ["Hi"]}], r"message 0 \(user\), block 0 is 'Hi'; expected"),
+    ([{"role": "tool", "content": "42"}], r"message 0 has role 'tool'; expected one of \['system', 'user'"),
+    ([{"role": "user", "content": "Hi"}, "Hello"], r"message 1 is a str; expected a dict with 'role' and 'content'"),
+    ([], r"a chat is a non-empty list of messages"),
+]
+
+
+@pytest.mark.parametrize("chat, error", MALFORMED_CHATS)
+def test_a_malformed_chat_is_refused_naming_the_message_and_the_field(processor, chat, error):
+    with pytest.raises(ValueError, match=error):
+        processor.apply_chat_template(chat)
+    with pytest.raises(ValueError, match=f"conversation 1, {error}"):
+        processor.apply_chat_template([[{"role": "user", "content": "Fine"}], chat])
+
+
+@pytest.mark.parametrize("chat", [chat for chat, _ in MALFORMED_CHATS[:7]])
+def test_the_chat_template_itself_never_renders_a_malformed_message_as_a_turn(processor, chat):
+    # What TRL and tokenizer-only users call: the template raises instead of rendering an empty turn.
+    expected = r"xGen-MM (message 0 has no content|messages hold|roles are)|has no attribute 'role'"
+    with pytest.raises(Exception, match=expected):
+        processor.tokenizer.apply_chat_template(chat, chat_template=processor.chat_template, tokenize=False)
 
 
 def test_prompt_is_a_prefix_of_prompt_plus_completion(processor, images):

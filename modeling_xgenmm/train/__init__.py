@@ -11,6 +11,7 @@ trainers: `transformers.Trainer` and TRL's `SFTTrainer` and `DPOTrainer`, with t
 | `dpo` | DPO and safety tuning on TRL's `DPOTrainer` |
 | `preference_data` | VLFeedback and VLGuard as preference rows |
 | `arguments` | the data arguments of the example scripts |
+| `resume` | which checkpoint a run resumes from; half-written checkpoints skipped, `start_over` |
 """
 
 from .arguments import DataArguments, PreferenceDataArguments
@@ -26,6 +27,7 @@ from .policy import (
     peft_config_from_args,
 )
 from .preference_data import load_vlfeedback, load_vlguard
+from .resume import checkpoint_to_resume
 from .rows import load_rows
 from .sft import STAGES, XGenMMSFTConfig, XGenMMTrainingArguments, build_trainer, build_trl_sft_trainer, train_stage
 
@@ -46,6 +48,7 @@ __all__ = [
     "build_dpo_trainer",
     "build_trainer",
     "build_trl_sft_trainer",
+    "checkpoint_to_resume",
     "freeze_vision_tower",
     "load_model_and_processor",
     "load_rows",

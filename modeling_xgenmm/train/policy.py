@@ -46,6 +46,8 @@ class PolicyFields:
     - `use_cpu`: forced on where torch sees no accelerator, so that a multi-process launch (`accelerate launch
       --multi_gpu --num_processes N`, `torchrun`) trains data-parallel on CPUs with gloo instead of starting N
       independent runs.
+    - `start_over`: runs resume from the last complete checkpoint in `output_dir` (`train.resume`); `True` starts at
+      step 0 instead, after moving the earlier `checkpoint-*` folders into `output_dir/previous-run-<timestamp>/`.
     """
 
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: where CUDA has bf16."})
@@ -55,6 +57,13 @@ class PolicyFields:
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
     max_length: int | None = field(
         default=2048, metadata={"help": "Longest sequence in tokens; truncation never cuts an image."}
+    )
+    start_over: bool = field(
+        default=False,
+        metadata={
+            "help": "Start at step 0 instead of resuming from output_dir's last checkpoint; the earlier checkpoints "
+            "are moved into output_dir/previous-run-<timestamp>/."
+        },
     )
 
     def __post_init__(self):

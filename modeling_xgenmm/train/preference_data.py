@@ -32,6 +32,7 @@ import io
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -85,11 +86,20 @@ def rating_average(completion: dict, aspects: Iterable[str] = VLFEEDBACK_ASPECTS
     return sum(ratings) / len(ratings) if ratings else None
 
 
-def vlfeedback_preference_row(
-    row: dict, images_dir: str | os.PathLike | None = None, min_chosen_score: float = 3.0
-) -> dict | None:
-    """The preference row of one VLFeedback row (module docstring), or `None` when the row carries no usable
-    preference. Raises `ValueError` naming the row when it has no image or no prompt."""
+class PreferenceRows(list):
+    """The preference rows a loader made (a list), with `dropped`: how many source records gave no row, by reason."""
+
+    def __init__(self, rows=(), dropped: Counter | None = None):
+        super().__init__(rows)
+        self.dropped = Counter() if dropped is None else dropped
+
+    def log_summary(self, name: str) -> None:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common()) or "none"
+        logger.info(f"{name}: {len(self)} preference rows; records dropped: {reasons}")
+
+
+def _vlfeedback_preference(row: dict, images_dir, min_chosen_score: float) -> dict | str:
+    """The preference row of one VLFeedback row, or the reason it has none; raises `ValueError` when malformed."""
     row_id = str(row.get("id"))
     if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
         raise ValueError(f"VLFeedback row {row_id!r}: 'prompt' is a non-empty string, got {row.get('prompt')!r}")
@@ -105,61 +115,112 @@ def vlfeedback_preference_row(
             f"VLFeedback row {row_id!r} has no image: expected 'image', 'img_path', or an images_dir holding "
             f"{row_id}.jpg"
         )
+    completions = row.get("completions")
+    if not isinstance(completions, list):
+        raise ValueError(f"VLFeedback row {row_id!r}: 'completions' is a list, got {type(completions).__name__}")
     scored = []
-    for completion in row.get("completions") or []:
+    for completion in completions:
+        if not isinstance(completion, dict):
+            raise ValueError(f"VLFeedback row {row_id!r}: a completion is {completion!r:.80}, expected an object")
         score = rating_average(completion)
         response = completion.get("response")
         if score is not None and isinstance(response, str) and response.strip():
             scored.append((score, response))
     if len(scored) < 2:
-        return None
+        return "with fewer than two rated, non-empty responses"
     chosen = max(scored, key=lambda item: item[0])
     rejected = min(scored, key=lambda item: item[0])
-    if chosen[0] <= rejected[0] or chosen[0] < min_chosen_score:
-        return None
+    if chosen[0] <= rejected[0]:
+        return "whose best and worst responses rate the same"
+    if chosen[0] < min_chosen_score:
+        return f"whose best response rates below {min_chosen_score:g}"
+    if chosen[1].strip() == rejected[1].strip():
+        return "whose best and worst responses are the same text"
     return preference_row(row_id, image, row["prompt"], chosen[1], rejected[1])
+
+
+def vlfeedback_preference_row(
+    row: dict, images_dir: str | os.PathLike | None = None, min_chosen_score: float = 3.0
+) -> dict | None:
+    """The preference row of one VLFeedback row (module docstring), or `None` when the row carries no usable
+    preference. Raises `ValueError` naming the row when it has no image, no prompt or malformed completions."""
+    converted = _vlfeedback_preference(row, images_dir, min_chosen_score)
+    return None if isinstance(converted, str) else converted
 
 
 def vlfeedback_preference_rows(
     rows: Iterable[dict], images_dir: str | os.PathLike | None = None, min_chosen_score: float = 3.0
-) -> list[dict]:
+) -> PreferenceRows:
     """Preference rows of VLFeedback rows (`vlfeedback_preference_row`); rows without a preference are dropped and
-    counted in the log."""
-    preference_rows, dropped = [], 0
+    counted by reason (`PreferenceRows.dropped`, and at INFO)."""
+    preference_rows = PreferenceRows()
     for row in rows:
-        converted = vlfeedback_preference_row(row, images_dir, min_chosen_score)
-        if converted is None:
-            dropped += 1
+        converted = _vlfeedback_preference(row, images_dir, min_chosen_score)
+        if isinstance(converted, str):
+            preference_rows.dropped[f"records {converted}"] += 1
         else:
             preference_rows.append(converted)
-    logger.info(f"VLFeedback: {len(preference_rows)} preference rows, {dropped} rows without a usable preference")
+    preference_rows.log_summary("VLFeedback")
     return preference_rows
+
+
+def read_records(path: str | os.PathLike, name: str) -> list:
+    """The records of a JSON list or JSONL file; errors name the file (and the line of a JSONL file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
+        return records
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); JSONL files need the .jsonl extension") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: {name} data is a JSON list of records, got a {type(records).__name__}")
+    return records
+
+
+def _in_file(path, records: list, convert: Callable[[list], PreferenceRows]) -> PreferenceRows:
+    """`convert(records)`, with the file and the record number added to the message of a malformed record."""
+    for number, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, record {number}: an object is expected, got {record!r:.80}")
+    try:
+        return convert(records)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def load_vlfeedback(
     path: str | os.PathLike, images_dir: str | os.PathLike | None = None, min_chosen_score: float = 3.0
-) -> list[dict]:
+) -> PreferenceRows:
     """Preference rows from a VLFeedback JSONL (or JSON list) file. Image paths are relative to `images_dir`, by
-    default the file's folder; without `image`/`img_path`, the image is `<images_dir>/<id>.jpg`."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        rows = json.loads(text)
-    return vlfeedback_preference_rows(rows, images_dir if images_dir is not None else path.parent, min_chosen_score)
+    default the file's folder; without `image`/`img_path`, the image is `<images_dir>/<id>.jpg`. Records without a
+    usable preference are dropped and counted (`dropped`); a malformed record raises naming the file and record."""
+    records = read_records(path, "VLFeedback")
+    folder = images_dir if images_dir is not None else Path(path).parent
+    return _in_file(path, records, lambda rows: vlfeedback_preference_rows(rows, folder, min_chosen_score))
 
 
 def vlguard_preference_rows(
     rows: Iterable[dict],
     images_dir: str | os.PathLike | None = None,
     compliant_response: Callable[[str, dict], str | None] | None = None,
-) -> list[dict]:
+) -> PreferenceRows:
     """Preference rows of VLGuard rows, by the rule of the module docstring. `compliant_response(instruction, row)`
     gives the rejected (complying) response to an unsafe instruction; returning `None` falls back to the rule's
-    default. Ids are `<id>/safe`, `<id>/unsafe`. Raises `ValueError` naming the row when it is malformed."""
+    default. Ids are `<id>/safe`, `<id>/unsafe`. Raises `ValueError` naming the row when it is malformed; pairs
+    that cannot be made are counted by reason (`PreferenceRows.dropped`, and at INFO)."""
     folder = Path(images_dir) if images_dir is not None else None
-    preference_rows, skipped = [], 0
+    preference_rows = PreferenceRows()
     for row in rows:
         row_id = str(row.get("id"))
         pairs = row.get("instr-resp")
@@ -175,19 +236,25 @@ def vlguard_preference_rows(
             by_kind[kinds[0]] = (pair[kinds[0]], pair["response"])
         safe, unsafe = by_kind.get("safe_instruction"), by_kind.get("unsafe_instruction", by_kind.get("instruction"))
         if row["safe"] and safe is not None and unsafe is not None:
-            preference_rows.append(preference_row(f"{row_id}/safe", image, safe[0], safe[1], unsafe[1]))
+            if safe[1].strip() and unsafe[1].strip() and safe[1].strip() != unsafe[1].strip():
+                preference_rows.append(preference_row(f"{row_id}/safe", image, safe[0], safe[1], unsafe[1]))
+            else:
+                preference_rows.dropped["safe instructions whose answer and refusal are empty or the same"] += 1
         if unsafe is not None:
             rejected = compliant_response(unsafe[0], row) if compliant_response is not None else None
             if rejected is None and safe is not None:
                 rejected = safe[1]
             if rejected is None:
-                skipped += 1
+                preference_rows.dropped["unsafe instructions without a compliant response to reject"] += 1
+            elif not rejected.strip() or not unsafe[1].strip() or rejected.strip() == unsafe[1].strip():
+                preference_rows.dropped["unsafe instructions whose refusal and compliance are empty or the same"] += 1
             else:
                 preference_rows.append(preference_row(f"{row_id}/unsafe", image, unsafe[0], unsafe[1], rejected))
-    if skipped:
+    preference_rows.log_summary("VLGuard")
+    if preference_rows.dropped["unsafe instructions without a compliant response to reject"]:
         logger.warning(
-            f"VLGuard: {skipped} unsafe instructions skipped for want of a compliant response to reject (pass "
-            "compliant_response to use them)"
+            f"VLGuard: {preference_rows.dropped['unsafe instructions without a compliant response to reject']} unsafe "
+            "instructions skipped for want of a compliant response to reject (pass compliant_response to use them)"
         )
     return preference_rows
 
@@ -196,18 +263,18 @@ def load_vlguard(
     path: str | os.PathLike,
     images_dir: str | os.PathLike | None = None,
     compliant_response: Callable[[str, dict], str | None] | None = None,
-) -> list[dict]:
+) -> PreferenceRows:
     """Preference rows from VLGuard's `train.json` (a JSON list); image paths are relative to `images_dir`, by
-    default the file's folder."""
-    path = Path(path)
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: VLGuard's metadata is a JSON list of rows, got a {type(rows).__name__}")
-    return vlguard_preference_rows(rows, images_dir if images_dir is not None else path.parent, compliant_response)
+    default the file's folder. Pairs that cannot be made are counted (`dropped`); a malformed record raises naming
+    the file and the record."""
+    records = read_records(path, "VLGuard")
+    folder = images_dir if images_dir is not None else Path(path).parent
+    return _in_file(path, records, lambda rows: vlguard_preference_rows(rows, folder, compliant_response))
 
 
 __all__ = [
     "VLFEEDBACK_ASPECTS",
+    "PreferenceRows",
     "load_vlfeedback",
     "load_vlguard",
     "preference_row",

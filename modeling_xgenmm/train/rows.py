@@ -125,6 +125,9 @@ def conversation_messages(row: dict, image_token: str = "<image>") -> tuple[list
             )
     if not messages:
         raise ValueError("the conversation is empty")
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant" and not message_text(message).strip():
+            raise ValueError(f"turn {index} (assistant) has no answer text: there would be nothing to learn from it")
 
     given = _row_images(row)
     bare = sum(block == {"type": "image"} for message in messages for block in message["content"])
@@ -138,6 +141,11 @@ def conversation_messages(row: dict, image_token: str = "<image>") -> tuple[list
                 images.append(next(remaining) if payload is None else payload)
                 message["content"][index] = {"type": "image"}
     return messages, images
+
+
+def message_text(message: dict) -> str:
+    """The text of a normal-form message (its text blocks, joined)."""
+    return "".join(block["text"] for block in message["content"] if block["type"] == "text")
 
 
 def _content_blocks(content: Any, image_token: str, turn: int) -> list[dict]:
@@ -289,7 +297,9 @@ def normalize_preference_row(
     markers; image blocks may carry their own payload). Keeps `id` when there is one.
 
     Raises `ValueError` naming the row when keys are missing, images and placeholders differ in number, a completion
-    holds an image, or (with `require_images`) the row has no image; `position` (in a batch) names rows without `id`.
+    holds an image, is empty or is not an assistant turn, chosen and rejected are the same answer, the prompt does not
+    end with a user turn, or (with `require_images`) the row has no image; `position` (in a batch) names rows without
+    `id`.
     """
     name = describe_preference_row(row, position)
     missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
@@ -311,7 +321,18 @@ def normalize_preference_row(
             if _holds_image(messages, image_token):
                 raise ValueError(f"the {key} completion holds an image; images belong in the prompt")
             completions[key], _ = conversation_messages({"messages": messages, "images": []})
+            roles = [message["role"] for message in completions[key]]
+            if roles != ["assistant"] * len(roles):
+                raise ValueError(f"the {key} completion has {roles} turns; a completion is the assistant's answer")
         prompt, images = conversation_messages({"messages": _as_messages(row["prompt"], "user"), "images": images})
+        if prompt[-1]["role"] != "user":
+            raise ValueError(
+                f"the prompt ends with a {prompt[-1]['role']} turn; it must end with the user turn that the "
+                "completions answer"
+            )
+        answers = [" ".join(" ".join(map(message_text, turns)).split()) for turns in completions.values()]
+        if answers[0] == answers[1]:
+            raise ValueError("chosen and rejected are the same answer: the row expresses no preference")
     except ValueError as error:
         raise ValueError(f"preference row {name}: {error}") from None
     normalized = {"images": images, "prompt": prompt, **completions}

@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .collators import XGenMMDataCollator
 from .policy import PolicyFields, freeze_vision_tower
+from .resume import checkpoint_to_resume
 from .rows import conversation_messages, row_kind
 
 
@@ -133,8 +134,11 @@ def train_stage(
     **trainer_kwargs,
 ) -> tuple[Trainer, dict]:
     """Builds the stage's trainer (`build_trainer`, same arguments), trains, and returns the trainer and the training
-    metrics (with `skipped_rows`, this process's count of bad rows skipped)."""
+    metrics (with `skipped_rows`, this process's count of bad rows skipped). Without `resume_from_checkpoint` it
+    resumes as `checkpoint_to_resume(args)` says (by default from the last complete checkpoint in `output_dir`)."""
     trainer = build_trainer(model, processor, train_rows, stage, args, **trainer_kwargs)
+    if resume_from_checkpoint is None:
+        resume_from_checkpoint = checkpoint_to_resume(trainer.args)
     metrics = dict(trainer.train(resume_from_checkpoint=resume_from_checkpoint).metrics)
     metrics["skipped_rows"] = trainer.data_collator.num_skipped
     return trainer, metrics
