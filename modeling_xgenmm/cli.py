@@ -17,11 +17,13 @@ import time
 
 import torch
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.serialization._base import parse_size_to_int
 
 from .checkpoint.convert import convert_original_checkpoint
 from .checkpoint.folders import ModelFolderError
 from .checkpoint.key_map import OriginalCheckpointError
 from .hub.model_card import VARIANTS
+from .hub.network import HubRequestError
 from .hub.publish import PublishError, prepare_hub_folder, publish
 from .toy_world.settings import DEFAULT_CONFIG as DEFAULT_TOY_CONFIG
 from .toy_world.settings import ToyWorldSettings
@@ -44,7 +46,10 @@ def add_convert_command(subcommands: argparse._SubParsersAction) -> None:
         "--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="dtype of the written weights"
     )
     convert.add_argument(
-        "--max-shard-size", default="5GB", help="largest weight file, e.g. 5GB or 500MB; peak memory is about one"
+        "--max-shard-size",
+        type=shard_size,
+        default="5GB",
+        help="largest weight file, e.g. 5GB or 500MB; peak memory is about one",
     )
     convert.set_defaults(handler=run_convert)
 
@@ -116,6 +121,17 @@ def run_publish(args: argparse.Namespace) -> None:
         commit_message=args.commit_message,
     )
     print(f"Published {args.source} to {commit.repo_url} ({commit.commit_url})")
+
+
+def shard_size(text: str) -> int | str:
+    """A size `huggingface_hub` reads (`5GB`, `500MB`) or a number of bytes, checked before anything is written."""
+    try:
+        size = int(text) if text.isdigit() else parse_size_to_int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size such as 5GB, 500MB or 1000000 (bytes), got {text!r}")
+    return int(text) if text.isdigit() else text
 
 
 def positive_int(text: str) -> int:
@@ -193,11 +209,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.handler(args)
-    except (ModelFolderError, OriginalCheckpointError, PublishError) as error:
-        parser.exit(2, f"xgenmm {args.command}: error: {error}\n")
+    except (ModelFolderError, OriginalCheckpointError, PublishError, HubRequestError) as error:
+        parser.exit(1, f"xgenmm {args.command}: error: {one_line(error)}\n")
     except HfHubHTTPError as error:
-        parser.exit(1, f"xgenmm {args.command}: the Hub refused the request: {error}\n")
+        parser.exit(1, f"xgenmm {args.command}: error: the Hub refused the request: {one_line(error)}\n")
+    except (OSError, ValueError) as error:
+        # Anything else the inputs can cause (an unreadable file, a malformed config the library rejects).
+        parser.exit(1, f"xgenmm {args.command}: error: {type(error).__name__}: {one_line(error)}\n")
     return 0
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

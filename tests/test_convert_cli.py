@@ -84,6 +84,6 @@ def test_convert_reports_a_folder_that_is_not_an_original_checkpoint(tmp_path, c
     (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", str(tmp_path / "other"), str(tmp_path / "out")])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith("xgenmm convert: error:") and "not an original Salesforce xGen-MM checkpoint" in error

@@ -26,6 +26,7 @@ from transformers.utils import GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, 
 from xgenmm_processing import XGenMMTokenizer
 
 from ..configuration_xgenmm import XGenMMConfig
+from ..hub.network import HubRequestError, call_hub
 from ..hub.variants import build_image_processor, build_processor, stop_at_end_of_turn
 from ..modeling_xgenmm import XGenMMForConditionalGeneration
 from .folders import (
@@ -33,6 +34,7 @@ from .folders import (
     check_output_folder,
     find_safetensors_weights,
     new_output_folder,
+    read_json,
     save_model_files,
 )
 from .key_map import OriginalCheckpointError, OriginalWeightPlan, is_original_config, plan_original_weights
@@ -93,12 +95,16 @@ def resolve_original_folder(original: str | os.PathLike) -> Path:
     """A local folder as is; anything else is fetched as a Hub repo id (configs, weights and tokenizer files)."""
     if Path(original).is_dir():
         return Path(original)
+    if str(original).startswith((".", "/", "~")) or os.sep + os.sep in str(original):
+        raise OriginalCheckpointError(f"{original} does not exist: it is neither a local folder nor a Hub repo id")
     try:
-        return Path(snapshot_download(str(original), allow_patterns=HUB_ALLOW_PATTERNS))
-    except Exception as error:
-        raise OriginalCheckpointError(
-            f"{original} is not a local folder, and fetching it as a Hub repo failed: {error}"
-        ) from error
+        fetched = call_hub(
+            f"fetching {original} from the Hub",
+            lambda: snapshot_download(str(original), allow_patterns=HUB_ALLOW_PATTERNS),
+        )
+    except HubRequestError as error:
+        raise OriginalCheckpointError(f"{original} is not a local folder, and {error}") from error
+    return Path(fetched)
 
 
 def load_original_config(original_dir: Path) -> XGenMMConfig:
@@ -106,7 +112,7 @@ def load_original_config(original_dir: Path) -> XGenMMConfig:
     config_file = original_dir / "config.json"
     if not config_file.is_file():
         raise OriginalCheckpointError(f"{original_dir} has no config.json: it is not a model checkpoint")
-    config_dict = json.loads(config_file.read_text())
+    config_dict = read_json(config_file)
     if not is_original_config(config_dict):
         if config_dict.get("model_type") == XGenMMConfig.model_type:
             raise OriginalCheckpointError(
@@ -137,7 +143,7 @@ def original_generation_config(original_dir: Path, config: XGenMMConfig) -> Gene
             pad_token_id=text_config.pad_token_id,
         )
     # Settings only: the original file's bookkeeping (`_from_model_config`, `transformers_version`) is not ours.
-    settings = json.loads(generation_file.read_text())
+    settings = read_json(generation_file)
     settings = {key: value for key, value in settings.items() if not key.startswith("_")}
     settings.pop("transformers_version", None)
     return GenerationConfig.from_dict(settings)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
@@ -22,6 +22,26 @@ WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin
 
 class ModelFolderError(ValueError):
     """A model folder that cannot be read or written, with what was expected instead."""
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; `ModelFolderError` naming the file when it is not valid JSON or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ModelFolderError(f"{path} is not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise ModelFolderError(f"{path} is not a text file ({error})") from None
+    if not isinstance(value, dict):
+        raise ModelFolderError(f"{path} holds a JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def _open_safetensors(path: Path):
+    try:
+        return safe_open(path, framework="pt")
+    except (SafetensorError, OSError) as error:
+        raise ModelFolderError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
 
 
 def has_weight_files(folder: Path) -> bool:
@@ -39,16 +59,16 @@ class SafetensorsWeights:
     def key_to_file(self) -> dict[str, Path]:
         """Tensor name -> the file holding it, from the index or the single file's header."""
         if self.index_file is not None:
-            weight_map = json.loads(self.index_file.read_text())["weight_map"]
+            weight_map = read_json(self.index_file).get("weight_map") or {}
             return {key: self.index_file.parent / name for key, name in weight_map.items()}
-        with safe_open(self.files[0], framework="pt") as reader:
+        with _open_safetensors(self.files[0]) as reader:
             return dict.fromkeys(reader.keys(), self.files[0])
 
     def headers(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Tensor name -> (shape, safetensors dtype name), from the file headers only (nothing is loaded)."""
         headers = {}
         for weights_file in self.files:
-            with safe_open(weights_file, framework="pt") as reader:
+            with _open_safetensors(weights_file) as reader:
                 for key in reader.keys():
                     tensor = reader.get_slice(key)
                     headers[key] = (tuple(tensor.get_shape()), tensor.get_dtype())
@@ -61,7 +81,10 @@ def find_safetensors_weights(folder: str | os.PathLike) -> SafetensorsWeights:
     folder = Path(folder)
     index_file = folder / SAFE_WEIGHTS_INDEX_NAME
     if index_file.is_file():
-        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+        weight_map = read_json(index_file).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ModelFolderError(f"{index_file} has no 'weight_map' object")
+        shards = sorted(set(weight_map.values()))
         absent = [name for name in shards if not (folder / name).is_file()]
         if absent:
             raise ModelFolderError(f"{index_file} names weight files that are missing: {absent}")
@@ -132,6 +155,7 @@ __all__ = [
     "find_safetensors_weights",
     "has_weight_files",
     "link_or_copy",
+    "read_json",
     "new_output_folder",
     "save_model_files",
 ]

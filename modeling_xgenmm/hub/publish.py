@@ -13,7 +13,6 @@ writes it and uploads it with `create_repo(exist_ok=True)` + `upload_folder`.
 """
 
 import collections
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -34,12 +33,14 @@ from ..checkpoint.folders import (
     find_safetensors_weights,
     link_or_copy,
     new_output_folder,
+    read_json,
     save_model_files,
 )
 from ..checkpoint.key_map import is_original_config
 from ..configuration_xgenmm import XGenMMConfig
 from ..modeling_xgenmm import XGenMMForConditionalGeneration
 from .model_card import VARIANTS, model_card
+from .network import HubRequestError, call_hub
 from .variants import stop_at_end_of_turn
 
 
@@ -147,12 +148,22 @@ def publish(
             variant=variant,
         )
         api = HfApi(token=token)
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_url.repo_id,
-            folder_path=folder,
-            commit_message=commit_message or f"Upload {Path(source).name} with xgen-mm",
-        )
+        try:
+            repo_url = call_hub(
+                f"creating the Hub repo {repo_id}", lambda: api.create_repo(repo_id, private=private, exist_ok=True)
+            )
+            # One commit: a failed upload changes nothing on the Hub and can simply be run again.
+            return call_hub(
+                f"uploading {folder} to {repo_id}",
+                lambda: api.upload_folder(
+                    repo_id=repo_url.repo_id,
+                    folder_path=folder,
+                    commit_message=commit_message or f"Upload {Path(source).name} with xgen-mm",
+                ),
+                attempts=1,
+            )
+        except HubRequestError as error:
+            raise PublishError(str(error)) from error
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -166,7 +177,10 @@ def load_source_config(source: Path) -> XGenMMConfig:
     config_file = source / CONFIG_NAME
     if not config_file.is_file():
         raise PublishError(f"{source} has no {CONFIG_NAME}: expected a model folder saved with save_pretrained")
-    config_dict = json.loads(config_file.read_text())
+    try:
+        config_dict = read_json(config_file)
+    except ModelFolderError as error:
+        raise PublishError(str(error)) from None
     if is_original_config(config_dict):
         raise PublishError(
             f"{source} is an original Salesforce checkpoint; convert it first (`xgenmm convert {source} OUT`) and "
