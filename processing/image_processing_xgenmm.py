@@ -93,9 +93,12 @@ def _describe(source: str) -> str:
     return repr(source if len(source) <= 100 else source[:97] + "...")
 
 
-def fetch_url(url: str, timeout: float = IMAGE_URL_TIMEOUT, attempts: int = IMAGE_URL_ATTEMPTS) -> bytes:
-    """The body of `url`, waiting at most `timeout` seconds per connection or read, in at most `attempts` tries;
-    raises `ImageLoadError` naming the URL and the cause (HTTP status, DNS failure, refused connection, timeout)."""
+def fetch_url(url: str, timeout: float | None = None, attempts: int | None = None) -> bytes:
+    """The body of `url`, waiting at most `timeout` seconds per connection or read (`IMAGE_URL_TIMEOUT`), in at most
+    `attempts` tries (`IMAGE_URL_ATTEMPTS`); raises `ImageLoadError` naming the URL and the cause (HTTP status, DNS
+    failure, refused connection, timeout)."""
+    timeout = IMAGE_URL_TIMEOUT if timeout is None else timeout
+    attempts = IMAGE_URL_ATTEMPTS if attempts is None else attempts
     for attempt in range(1, attempts + 1):
         try:
             response = httpx.get(url, timeout=timeout, follow_redirects=True)
@@ -123,7 +126,7 @@ def fetch_url(url: str, timeout: float = IMAGE_URL_TIMEOUT, attempts: int = IMAG
     raise ImageLoadError(f"the image at {_describe(url)} could not be fetched: {cause}{tries}")
 
 
-def load_image_source(source: str, timeout: float = IMAGE_URL_TIMEOUT) -> "PIL.Image.Image":
+def load_image_source(source: str, timeout: float | None = None) -> "PIL.Image.Image":
     """An image from a URL, a file path or base64 text (a `data:` URI included), opened with Pillow in its own mode
     (the decoding rule of `decoded_image` applies to it as to an image passed opened). Refuses images above
     `PIL.Image.MAX_IMAGE_PIXELS` from their header, before any pixel is decoded."""
@@ -158,15 +161,21 @@ def load_image_source(source: str, timeout: float = IMAGE_URL_TIMEOUT) -> "PIL.I
 def _as_pil(array: np.ndarray, index: int) -> "PIL.Image.Image":
     """A PIL image of the pixels of an array of shape (height, width[, channels]) or (channels, height, width),
     channels 1, 3 or 4: uint8 as they are, uint16 as 16-bit values, floats as values in [0, 1]."""
-    if array.ndim == 3 and infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST:
-        array = np.moveaxis(array, 0, -1)
+    shape_error = ValueError(
+        f"image {index} is an array of shape {array.shape}; expected (height, width), (height, width, 1|3|4) or "
+        "(1|3|4, height, width)"
+    )
+    if array.ndim == 3:
+        try:
+            channels_first = infer_channel_dimension_format(array, num_channels=(1, 3, 4)) == ChannelDimension.FIRST
+        except ValueError:
+            raise shape_error from None
+        if channels_first:
+            array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ValueError(
-            f"image {index} is an array of shape {array.shape}; expected (height, width), (height, width, 1|3|4) or "
-            "(1|3|4, height, width)"
-        )
+        raise shape_error
     if array.dtype == np.uint16:
         array = _eight_bit(array.astype(np.float64) / 65535 * 255)
     elif array.dtype.kind == "f":

@@ -156,12 +156,17 @@ class XGenMMProcessor(ProcessorMixin):
                 )
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
-        """`ProcessorMixin.apply_chat_template`, after checking every message (`check_messages`)."""
-        batched = isinstance(conversation, (list, tuple)) and bool(conversation)
-        batched = batched and isinstance(conversation[0], (list, tuple))
-        for index, messages in enumerate(conversation if batched else [conversation]):
-            check_messages(messages, index if batched else None)
+        if not isinstance(conversation, (list, tuple)) or not conversation:
+            raise ValueError(f"a chat is a non-empty list of messages, or a list of chats; got {conversation!r:.80}")
         return super().apply_chat_template(conversation, chat_template, **kwargs)
+
+    def _normalize_conversations(self, conversation) -> tuple[list, bool]:
+        """The library's normal form (batched, OpenAI `image_url` blocks as image blocks), every message checked
+        (`check_messages`) before a template renders it."""
+        conversations, is_batched = super()._normalize_conversations(conversation)
+        for index, messages in enumerate(conversations):
+            check_messages(messages, index if is_batched else None)
+        return conversations, is_batched
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         image_size = image_inputs["image_sizes"][image_idx]

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 
+from modeling_helpers import tiny_model
 from modeling_xgenmm.train.collators import BadSampleError, XGenMMDataCollator
 from processing_helpers import synthetic_image, tiny_processor
 from training_helpers import (
@@ -278,9 +279,22 @@ def test_bad_rows_are_skipped_counted_and_logged_when_asked(processor, images, c
     assert warnings[2].endswith("(3 skipped so far)")
 
 
-def test_a_batch_of_bad_rows_raises_even_when_skipping(processor):
-    with pytest.raises(BadSampleError, match=r"all 2 rows of this batch are bad"):
+def test_a_first_batch_of_bad_rows_raises_even_when_skipping(processor):
+    with pytest.raises(BadSampleError, match=r"all 2 rows of the first batch are bad"):
         XGenMMDataCollator(processor, on_bad_sample="skip")([{"messages": []}, {"text": ""}])
+
+
+def test_a_later_batch_of_bad_rows_becomes_a_step_without_targets_when_skipping(processor, images):
+    collator = XGenMMDataCollator(processor, on_bad_sample="skip")
+    good = collator([{"text": "<image>A red one.<|endofchunk|>", "images": images[:1]}])
+    empty = collator([{"messages": []}, {"text": ""}])
+    assert collator.num_skipped == 2 and collator.num_empty_batches == 1
+    assert torch.equal(empty["input_ids"], good["input_ids"]) and (empty["labels"] == -100).all()
+    model = tiny_model()
+    loss = model(**empty).loss
+    assert loss.item() == 0.0  # not NaN: there is no target to average over
+    loss.backward()
+    assert all(torch.isfinite(param.grad).all() for param in model.parameters() if param.grad is not None)
 
 
 def test_rows_of_a_kind_the_collator_does_not_take_are_bad(processor, images):

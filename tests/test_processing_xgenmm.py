@@ -94,14 +94,21 @@ def test_string_and_list_content_render_the_same(processor):
 MALFORMED_CHATS = [
     ([{"role": "user", "contents": "Hi"}], r"message 0 has no 'content' \(its keys: \['contents', 'role'\]\)"),
     ([{"content": "Hi"}], r"message 0 has no 'role'"),
-    ([{"role": "user", "content": None}], r"message 0 \(user\) has content None; expected a string or a list"),
+    ([{"role": "user", "content": None}], r"message 0 has no 'content' \(its keys: \['role'\]\)"),
     ([{"role": "user", "content": [{"type": "text"}]}], r"message 0 \(user\), block 0 is a text block without"),
     ([{"role": "user", "content": [{"type": "video"}]}], r"message 0 \(user\), block 0 is \{'type': 'video'\}"),
     ([{"role": "user", "content": ["Hi"]}], r"message 0 \(user\), block 0 is 'Hi'; expected"),
     ([{"role": "tool", "content": "42"}], r"message 0 has role 'tool'; expected one of \['system', 'user'"),
-    ([{"role": "user", "content": "Hi"}, "Hello"], r"message 1 is a str; expected a dict with 'role' and 'content'"),
-    ([], r"a chat is a non-empty list of messages"),
 ]
+
+
+def test_a_chat_that_is_not_a_list_of_messages_is_refused(processor):
+    with pytest.raises(ValueError, match=r"a chat is a non-empty list of messages, or a list of chats; got \[\]"):
+        processor.apply_chat_template([])
+    with pytest.raises(
+        TypeError, match=r"Chat messages should be dicts, dataclasses or pydantic models, but got 'Hi'"
+    ):
+        processor.apply_chat_template([{"role": "user", "content": "Hi"}, "Hi"])
 
 
 @pytest.mark.parametrize("chat, error", MALFORMED_CHATS)

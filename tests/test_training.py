@@ -3,6 +3,9 @@ only), precision and checkpointing policy, checkpoint/resume with an identical l
 without this package, bad-input errors, and the example scripts."""
 
 import json
+import logging
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,13 +266,49 @@ def test_a_stage_refuses_rows_of_another_stage(tiny, image_paths, tmp_path):
         train_stage(model, processor, pretraining_rows(image_paths), "sft", tiny_args(tmp_path))
 
 
-def test_skipped_rows_are_counted_in_the_metrics(tiny, image_paths, tmp_path):
+BAD_ROWS = [{"id": "bad", "messages": []}, {"id": "worse", "image": "no.png", "caption": "c"}]
+
+
+def test_bad_rows_are_found_before_training_starts(tiny, image_paths, tmp_path):
     model, processor = tiny
-    bad = [{"id": "bad", "messages": []}, {"id": "worse", "image": "no.png", "caption": "c"}]
-    rows = sft_rows(image_paths, 6) + bad
+    rows = sft_rows(image_paths, 6) + BAD_ROWS
+    expected = (
+        r"2 of 8 training rows are bad, found before training: row 6 \(id 'bad'\): the conversation is empty; "
+        r"row 7 \(id 'worse'\): a caption row, but this collator takes conversation rows\. Fix them, or pass "
+        r"on_bad_sample='skip'"
+    )
+    with pytest.raises(BadSampleError, match=expected):
+        build_trainer(model, processor, rows, "sft", tiny_args(tmp_path))
+
+
+def test_skipped_rows_are_left_out_before_training_and_counted(tiny, image_paths, tmp_path, caplog):
+    model, processor = tiny
+    rows = sft_rows(image_paths, 6) + BAD_ROWS
     arguments = tiny_args(tmp_path, max_steps=2, per_device_train_batch_size=8, on_bad_sample="skip")
-    _, metrics = train_stage(model, processor, rows, "sft", arguments)
-    assert metrics["skipped_rows"] == 4  # both bad rows, in each of the 2 steps (one epoch is one batch of 8)
+    with caplog.at_level(logging.WARNING, logger="modeling_xgenmm.train.validation"):
+        trainer, metrics = train_stage(model, processor, rows, "sft", arguments)
+    assert "skipping 2 of 8 training rows found bad before training" in caplog.text
+    assert len(trainer.train_dataset) == 6 and metrics["skipped_rows"] == 0 and metrics["empty_batches"] == 0
+
+
+def test_rows_that_turn_out_bad_while_training_are_skipped_and_the_run_goes_on(tiny, image_paths, tmp_path):
+    # A PNG whose header reads but whose pixel data is cut: only decoding finds it, during training.
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(Path(image_paths[0]).read_bytes()[:120])
+    model, processor = tiny
+    rows = sft_rows(image_paths, 4) + sft_rows([str(truncated)], 4)
+    arguments = tiny_args(tmp_path, max_steps=2, per_device_train_batch_size=4, on_bad_sample="skip")
+    arguments.data_seed, arguments.seed = 0, 0
+    trainer = build_trainer(model, processor, rows, "sft", arguments)
+    trainer.get_train_dataloader = lambda: torch.utils.data.DataLoader(
+        rows,
+        batch_size=4,
+        collate_fn=trainer.data_collator,  # in order: the bad rows form the second batch
+    )
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert trainer.data_collator.num_skipped == 4 and trainer.data_collator.num_empty_batches == 1
+    assert all(math.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)
 
 
 def test_build_trainer_checks_its_arguments(tiny, image_paths, tmp_path):

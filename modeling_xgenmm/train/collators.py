@@ -8,6 +8,7 @@ expansion in both.
 - `XGenMMPreferenceCollator` (TRL's `DPOTrainer`): TRL's vision preference batch, tokenized as generation sees it.
 """
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,20 @@ IGNORE_INDEX = -100
 BAD_SAMPLE_ERRORS = (ValueError, TypeError, KeyError, OSError, TemplateError, Image.DecompressionBombError)
 
 
+def image_header_size(image) -> tuple[int, int] | None:
+    """(height, width) of an image from a PIL image or its file's header (nothing decoded); `None` for a URL or
+    base64 data, which are read only when the batch is built. Raises `ValueError` when a file is not an image."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    if isinstance(image, str) and os.path.isfile(image):
+        try:
+            with Image.open(image) as opened:
+                return opened.height, opened.width
+        except (OSError, Image.DecompressionBombError) as error:
+            raise ValueError(f"the image file {image!r} is not an image Pillow can read ({error})") from None
+    return None
+
+
 class BadSampleError(ValueError):
     """A training row that cannot be turned into model inputs; the message names the row and what was wrong."""
 
@@ -67,8 +82,9 @@ class XGenMMDataCollator:
     conversation without an assistant turn, no target left after truncation, an unknown format, or a format this
     collator was told not to accept) raise [`BadSampleError`] naming the row (`on_bad_sample="raise"`, the default),
     or are dropped from the batch with a logged warning and counted in `num_skipped` (`on_bad_sample="skip"`). The
-    count is per process: with `dataloader_num_workers > 0` it stays in the worker processes. A batch whose rows are
-    all bad raises in both modes.
+    count is per process: with `dataloader_num_workers > 0` it stays in the worker processes. Under `skip`, a batch
+    whose rows are all bad becomes a step without targets (zero loss; counted in `num_empty_batches`). `check(row)`
+    finds the same problems without decoding pixels: `build_trainer` runs it on every row before training.
 
     Args:
         processor ([`XGenMMProcessor`]): tokenizer, image processor and chat template.
@@ -111,6 +127,8 @@ class XGenMMDataCollator:
         self.chat_template = chat_template
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_skipped = 0
+        self.num_empty_batches = 0
+        self._last_sample = None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         samples = []
@@ -123,9 +141,53 @@ class XGenMMDataCollator:
                     raise BadSampleError(message + " (pass on_bad_sample='skip' to skip such rows)") from error
                 self.num_skipped += 1
                 logger.warning(f"skipping {message} ({self.num_skipped} skipped so far)")
-        if not samples:
-            raise BadSampleError(f"all {len(rows)} rows of this batch are bad; see the warnings above")
+        if samples:
+            self._last_sample = samples[-1]
+        elif self._last_sample is not None:
+            # Every row of the batch is bad (`skip`): train on nothing this step rather than stop a long run. The
+            # stand-in keeps every process in step (DDP) and gives a zero loss: none of its labels is a target.
+            self.num_empty_batches += 1
+            logger.warning(
+                f"all {len(rows)} rows of this batch are bad: a step without targets ({self.num_empty_batches} so far)"
+            )
+            samples = [{**self._last_sample, "labels": torch.full_like(self._last_sample["labels"], IGNORE_INDEX)}]
+        else:
+            raise BadSampleError(f"all {len(rows)} rows of the first batch are bad; see the warnings above")
         return self.pad(samples)
+
+    def check(self, row: dict) -> None:
+        """Raises `ValueError` saying what is wrong with `row`, as `encode` would, but reading only the headers of its
+        image files: format, turns and answers, image files against markers, and a target left after truncation
+        (with image sizes from the headers; images given by URL are not fetched here)."""
+        kind = row_kind(row)
+        if kind not in self.row_kinds:
+            raise ValueError(f"a {kind} row, but this collator takes {' and '.join(self.row_kinds)} rows")
+        processor = self.processor
+        if kind == "conversation":
+            messages, images = conversation_messages(row, processor.image_token)
+            answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
+            if not answers:
+                raise ValueError("the conversation has no assistant turn to learn from")
+            prompt = processor.apply_chat_template(
+                messages[: answers[0]], chat_template=self.chat_template, add_generation_prompt=True
+            )
+        else:
+            text, images = document_text(row, processor.image_token, processor.tokenizer.end_of_chunk_token)
+            prompt = text[: text.index(processor.image_token)] if processor.image_token in text else ""
+        check_image_files(images)
+        sizes = [image_header_size(image) for image in images]
+        if self.max_length is None:
+            return
+        prompt_images = prompt.count(processor.image_token)
+        if None in sizes[:prompt_images]:
+            return
+        length = len(processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]) - prompt_images
+        length += sum(processor.num_image_tokens(size) for size in sizes[:prompt_images])
+        if length >= self.max_length:
+            raise ValueError(
+                f"no target token would be left after truncation to max_length={self.max_length}: the text before "
+                f"the first target is {length} tokens (images included)"
+            )
 
     def encode(self, row: dict) -> dict:
         """One row as unpadded `input_ids` and `labels` `(seq,)`, `pixel_values` `(views, 3, H, W)` and

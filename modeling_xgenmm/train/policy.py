@@ -153,6 +153,10 @@ def load_model_and_processor(name_or_path: str | Path, seed: int = 0, trust_remo
     at random with `seed`, identical on every process.
     """
     path = Path(name_or_path)
+    if not path.exists() and (str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1):
+        raise FileNotFoundError(
+            f"{name_or_path} does not exist: expected a model folder or a Hub repo id (name/model)"
+        )
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if path.is_dir() and not has_weight_files(path):
         logger.warning(f"{path} holds no weights: initialising the model at random (seed {seed})")

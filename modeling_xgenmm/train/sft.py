@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 from peft import LoraConfig, get_peft_model
+from torch.utils.data import IterableDataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
@@ -22,6 +23,7 @@ from .collators import XGenMMDataCollator
 from .policy import PolicyFields, freeze_vision_tower
 from .resume import checkpoint_to_resume
 from .rows import conversation_messages, row_kind
+from .validation import validate_rows
 
 
 STAGES = {
@@ -78,6 +80,7 @@ def build_trainer(
     eval_rows: Sequence[dict] | None = None,
     peft_config: LoraConfig | None = None,
     freeze_vision: bool = True,
+    check_rows: bool = True,
     callbacks: list[TrainerCallback] | None = None,
 ) -> Trainer:
     """A `transformers.Trainer` for one stage, with the policy applied and `XGenMMDataCollator` as collator.
@@ -88,9 +91,12 @@ def build_trainer(
         train_rows, eval_rows: any sequence of rows (a list, a `datasets.Dataset`); see `modeling_xgenmm.train.rows`.
         stage: `"pretrain"`, `"sft"` or `"interleaved_sft"`; decides which row formats are accepted.
         args: `XGenMMTrainingArguments` (its `max_length` and `on_bad_sample` configure the collator), or plain
-            `TrainingArguments` with `remove_unused_columns=False`.
+            `TrainingArguments` with `remove_unused_columns=False`. In-memory rows are all checked before training
+            (`validate_rows`): a bad one raises, or with `on_bad_sample="skip"` is left out and counted.
         peft_config: LoRA adapters to train instead of the weights (`lora_config(model)`), or `None`.
         freeze_vision: freeze the vision tower (the released recipe); with LoRA only adapters train anyway.
+        check_rows: check every in-memory row before training (`validate_rows`); rows made by code that are right by
+            construction (the toy world's) can skip it.
     """
     if stage not in STAGES:
         raise ValueError(f"stage is one of {sorted(STAGES)}, got {stage!r}")
@@ -100,7 +106,7 @@ def build_trainer(
             "remove_unused_columns=True would strip the rows' keys before the xGen-MM collator reads them; "
             "set it to False (XGenMMTrainingArguments does)"
         )
-    if not len(train_rows):
+    if not isinstance(train_rows, IterableDataset) and not len(train_rows):
         raise ValueError(f"no training rows for the {stage!r} stage")
     if freeze_vision:
         freeze_vision_tower(model)
@@ -112,6 +118,8 @@ def build_trainer(
         on_bad_sample=getattr(args, "on_bad_sample", "raise"),
         row_kinds=STAGES[stage],
     )
+    if check_rows and not isinstance(train_rows, IterableDataset):
+        train_rows = validate_rows(train_rows, collator)
     return Trainer(
         model=model,
         args=args,
@@ -141,6 +149,7 @@ def train_stage(
         resume_from_checkpoint = checkpoint_to_resume(trainer.args)
     metrics = dict(trainer.train(resume_from_checkpoint=resume_from_checkpoint).metrics)
     metrics["skipped_rows"] = trainer.data_collator.num_skipped
+    metrics["empty_batches"] = trainer.data_collator.num_empty_batches
     return trainer, metrics
 
 
