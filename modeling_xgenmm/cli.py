@@ -157,7 +157,7 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
             "Train a small randomly initialised xGen-MM model on a synthetic world of coloured shapes, through "
             "pretraining (captions, interleaved documents) and supervised fine-tuning (single- and two-image "
             "questions) on transformers.Trainer, then print its exact-match accuracy on held-out questions. The "
-            "model and processor are saved to OUTPUT_DIR/model. About six minutes on two CPU cores."
+            "model and processor are saved to OUTPUT_DIR/model. 6 to 19 minutes on two CPU cores."
         ),
     )
     toy_world.add_argument("--output-dir", default="runs/toy-world", help="where to save the model and processor")

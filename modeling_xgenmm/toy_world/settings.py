@@ -12,7 +12,7 @@ DEFAULT_CONFIG = Path(str(resources.files("xgenmm_hub_configs").joinpath("toy-wo
 
 @dataclass
 class ToyWorldSettings:
-    """Sizes of the run; the defaults take about six minutes on two CPU cores.
+    """Sizes of the run; the defaults take 6 to 19 minutes on two CPU cores (README, "Toy world").
 
     The same-shape / same-colour verdicts of the two-image questions are the last thing the model learns, at a step
     that varies with the seed; the fine-tuning defaults (three quarters two-image rows, `pair_fraction`, in batches of
