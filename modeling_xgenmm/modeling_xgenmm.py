@@ -28,7 +28,8 @@ from transformers.modeling_outputs import (
     MultimodalCausalLMOutputWithPast,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
@@ -298,14 +299,17 @@ class XGenMMModel(XGenMMPreTrainedModel):
             )
         return counts
 
-    def encode_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Runs the vision tower once over all views: `(views, channels, height, width)` -> `(views, N, dim)`."""
+    def encode_views(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]):
+        """Runs the vision tower once over all views: `(views, channels, height, width)` -> the tower's output, with
+        `last_hidden_state` `(views, N, dim)` (convolutional maps flattened, prefix tokens dropped)."""
         pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
-        features = self.vision_tower(pixel_values=pixel_values).last_hidden_state
+        outputs = self.vision_tower(pixel_values=pixel_values, **kwargs)
+        features = outputs.last_hidden_state
         if features.dim() == 4:  # convolutional timm backbones return (views, dim, height, width)
             features = features.flatten(2).transpose(1, 2)
         num_prefix_tokens = getattr(getattr(self.vision_tower, "timm_model", None), "num_prefix_tokens", 0)
-        return features[:, num_prefix_tokens:]
+        outputs.last_hidden_state = features[:, num_prefix_tokens:]
+        return outputs
 
     def regroup_anyres(
         self, features: torch.Tensor, image_sizes: list, views: list[int]
@@ -339,7 +343,10 @@ class XGenMMModel(XGenMMPreTrainedModel):
 
     @can_return_tuple
     def get_image_features(
-        self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """
         pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`):
@@ -348,7 +355,9 @@ class XGenMMModel(XGenMMPreTrainedModel):
             Original (height, width) of each image; required in any-resolution mode.
 
         Returns a `BaseModelOutputWithPooling` whose `pooler_output` is a tuple with one
-        `(views_of_image * num_latents, text_hidden_size)` tensor per image, in the order of the `<image>` tokens.
+        `(views_of_image * num_latents, text_hidden_size)` tensor per image, in the order of the `<image>` tokens;
+        `last_hidden_state` holds the tower's features per view, and `hidden_states` / `attentions` the tower's when
+        asked for (`output_hidden_states=True` / `output_attentions=True`).
         """
         if pixel_values.dim() != 4:
             raise ValueError(
@@ -367,7 +376,8 @@ class XGenMMModel(XGenMMPreTrainedModel):
                 f"sees {side}x{side} views (config.image_size); process the images with this model's processor"
             )
         views = self.views_per_image(image_sizes, pixel_values.shape[0])
-        features = self.encode_views(pixel_values)
+        vision_outputs = self.encode_views(pixel_values, **kwargs)
+        features = vision_outputs.last_hidden_state
         groups, mask = features, None
         if self.config.anyres:
             sizes = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
@@ -375,7 +385,12 @@ class XGenMMModel(XGenMMPreTrainedModel):
         groups = groups.to(self.resampler.dtype)
         image_tokens = self.resampler(groups, mask)
         per_image = image_tokens.flatten(0, 1).split([count * image_tokens.shape[1] for count in views])
-        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=per_image)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=features,
+            pooler_output=per_image,
+            hidden_states=getattr(vision_outputs, "hidden_states", None),
+            attentions=getattr(vision_outputs, "attentions", None),
+        )
 
     def get_placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, num_features: int):
         """Boolean `(batch, seq, 1)` mask of the `<image>` positions, checked against the number of image features."""
@@ -408,7 +423,7 @@ class XGenMMModel(XGenMMPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MultimodalBaseModelOutputWithPast:
         r"""
         pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`, *optional*):
@@ -434,13 +449,18 @@ class XGenMMModel(XGenMMPreTrainedModel):
             image_features = torch.cat(image_outputs.pooler_output).to(inputs_embeds.device, inputs_embeds.dtype)
             image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features.shape[0])
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
-        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
-            num_image_tokens = int((input_ids == self.config.image_token_id).sum())
-            if num_image_tokens:
-                raise ValueError(
-                    f"input_ids hold {num_image_tokens} image tokens but no pixel_values were given; pass the "
-                    "processor's pixel_values and image_sizes with them"
-                )
+        elif (
+            input_ids is not None
+            and (cache is None or cache.get_seq_length() == 0)
+            and bool((input_ids == self.config.image_token_id).any())
+        ):
+            # As in-library VLMs, image tokens without images are read as text: assisted decoding and prompt lookup
+            # hand the prompt's tokens to a second forward without its images on purpose. A caller who forgot the
+            # images is told once.
+            logger.warning_once(
+                "input_ids hold image tokens but no pixel_values were given: the tokens are read as text. Pass "
+                "the processor's pixel_values and image_sizes to give the model the images."
+            )
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -463,6 +483,7 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
     """xGen-MM with its output head: `generate`, training losses, and the Auto-class entry point."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: XGenMMConfig):
         super().__init__(config)
@@ -480,8 +501,29 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None, **kwargs):
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, image_sizes, **kwargs)
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate`, refusing a prompt whose image tokens come without images: the forward reads
+        such tokens as text (for the assistant of assisted decoding, which gets them without images on purpose), so
+        a prompt whose `pixel_values` were forgotten would otherwise give a plausible answer about no image."""
+        config = generation_config if generation_config is not None else self.generation_config
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        images_given = kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs") is not None
+        if not getattr(config, "is_assistant", False) and not images_given and input_ids is not None:
+            num_image_tokens = int((input_ids == self.config.image_token_id).sum())
+            if num_image_tokens:
+                raise ValueError(
+                    f"input_ids hold {num_image_tokens} image tokens but no pixel_values were given to generate; pass "
+                    "the processor's pixel_values and image_sizes with them"
+                )
+        return super().generate(inputs, generation_config, **kwargs)
 
     def num_parameters_by_part(self) -> dict[str, int]:
         """Parameters of the vision tower, the resampler, the language model with its head, and all together."""
@@ -511,7 +553,7 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MultimodalCausalLMOutputWithPast:
         r"""
         pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`, *optional*):

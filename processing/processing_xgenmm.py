@@ -129,11 +129,14 @@ class XGenMMProcessor(ProcessorMixin):
             raise ValueError(f"{self.__class__.__name__} needs text, images or both; got neither")
         if text is None:
             return
-        markers = [sample.count(self.image_token) for sample in text]
+        # The library's wording (tools match on it), with the count per sample added.
+        token, markers = self.image_token, [sample.count(self.image_token) for sample in text]
         if images is None:
-            for index, count in enumerate(markers):
-                if count:
-                    raise ValueError(f"sample {index}: {count} {self.image_token} markers but no images were passed")
+            if any(markers):
+                raise ValueError(
+                    f"Found {sum(markers)} {token} tokens in the text but no images were passed "
+                    f"({markers} per sample)."
+                )
             return
         if (
             isinstance(images, (list, tuple))
@@ -145,14 +148,17 @@ class XGenMMProcessor(ProcessorMixin):
             for index, (sample_images, count) in enumerate(zip(images, markers)):
                 if len(sample_images) != count:
                     raise ValueError(
-                        f"sample {index}: {len(sample_images)} images but {count} {self.image_token} markers"
+                        f"The number of {token} tokens in the prompt should be the same as the number of images "
+                        f"passed for it. Found {count} {token} tokens and {len(sample_images)} images in sample "
+                        f"{index}."
                     )
         else:
             num_images = len(make_flat_list_of_images(images))
             if num_images != sum(markers):
                 raise ValueError(
-                    f"{num_images} images but {sum(markers)} {self.image_token} markers in the text "
-                    f"({markers} per sample)"
+                    f"The total number of {token} tokens in the prompts should be the same as the number of images "
+                    f"passed. Found total {sum(markers)} {token} tokens and {num_images} images "
+                    f"({markers} per sample)."
                 )
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):

@@ -107,8 +107,9 @@ def test_bad_images_are_refused_by_both_backends(name, make, error, message):
 
 
 PROCESSOR_CASES = [
-    ("more images than markers", {"images": [image_of(), image_of()], "text": "<image> one"}, r"2 images but 1"),
-    ("markers without images", {"text": ["<image> a", "b"]}, r"sample 0: 1 <image> markers but no images were"),
+    ("more images than markers", {"images": [image_of(), image_of()], "text": "<image> one"},
+     r"Found total 1 <image> tokens and 2 images"),
+    ("markers without images", {"text": ["<image> a", "b"]}, r"Found 1 <image> tokens in the text but no images"),
     ("images for fewer samples", {"images": [[image_of()]], "text": ["<image>", "x"]}, r"images are given for 1"),
     ("neither text nor images", {}, r"needs text, images or both; got neither"),
     ("text not a string", {"text": [["tokens"]]}, r"sample 0 is a list"),
@@ -190,8 +191,6 @@ MODEL_CASES = [
     ("zero image size", lambda i: {**i, "image_sizes": torch.tensor([[0, 40]])},
      r"image_sizes\[0\] is \[0, 40\]; every image's size is a \(height, width\) pair of positive numbers"),
     ("empty prompt", lambda i: {"input_ids": torch.zeros(1, 0, dtype=torch.long)}, r"an empty prompt"),
-    ("image tokens without pixels", lambda i: {"input_ids": i["input_ids"]},
-     r"input_ids hold 24 image tokens but no pixel_values were given"),
     ("tokens and features disagree", lambda i: {**i, "input_ids": i["input_ids"][:, 3:]},
      r"Image features and image tokens do not match: the text holds 21 image tokens .* produce 24 features"),
 ]  # fmt: skip
@@ -201,6 +200,11 @@ MODEL_CASES = [
 def test_bad_model_inputs_are_refused(model, inputs, name, change, message):
     with pytest.raises(ValueError, match=message):
         model(**change(dict(inputs)))
+
+
+def test_generate_with_image_tokens_but_no_images_is_refused(model, inputs):
+    with pytest.raises(ValueError, match=r"input_ids hold 24 image tokens but no pixel_values were given to generate"):
+        model.generate(input_ids=inputs["input_ids"], max_new_tokens=2)
 
 
 def test_labels_without_any_target_give_a_zero_loss_not_nan(model, inputs):
@@ -217,7 +221,7 @@ ROW_CASES = [
     ("empty document", {"text": "   "}, r"the document text is empty"),
     ("caption without image", {"caption": "A cat.", "image": []}, r"a caption pair has exactly one 'image', got 0"),
     ("unknown format", {"question": "Q?"}, r"unknown row format with keys \['id', 'question'\]"),
-    ("markers without images", {"text": "<image> <image>", "images": []}, r"2 <image> markers but no images were"),
+    ("markers without images", {"text": "<image> <image>", "images": []}, r"Found 2 <image> tokens in the text"),
 ]  # fmt: skip
 
 

@@ -225,7 +225,10 @@ BAD_ROWS = [
         {"id": "c", "messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "Yo"}]},
         r"0 images but 1 image blocks or <image> markers",
     ),
-    ({"id": "d", "text": "<image><image>Two", "images": ["IMAGE"]}, r"1 images but 2 <image> markers"),
+    (
+        {"id": "d", "text": "<image><image>Two", "images": ["IMAGE"]},
+        r"Found 2 <image> tokens and 1 images in sample 0",
+    ),
     ({"id": "e", "image": "img/missing.png", "caption": "x"}, r"image file not found: img/missing.png"),
     ({"id": "f", "image": "BROKEN", "caption": "x"}, r"the image file .*broken.png' is not an image Pillow can read"),
     ({"id": "g", "question": "?"}, r"unknown row format with keys \['id', 'question'\]"),

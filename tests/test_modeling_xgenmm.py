@@ -97,11 +97,59 @@ def test_mismatch_between_image_tokens_and_features_names_both_counts():
         model(**batch)
 
 
-def test_image_tokens_without_pixel_values_raise():
+def test_generate_refuses_image_tokens_without_images_and_forward_reads_them_as_text(caplog):
     model = tiny_model()
     batch = collate(model.config, [make_sample(model.config, [TALL])])
-    with pytest.raises(ValueError, match="input_ids hold 24 image tokens but no pixel_values were given"):
-        model(input_ids=batch["input_ids"])
+    with pytest.raises(ValueError, match="input_ids hold 24 image tokens but no pixel_values were given to generate"):
+        model.generate(input_ids=batch["input_ids"], max_new_tokens=2)
+    # The forward, as in-library VLMs: the assistant of assisted decoding gets the prompt without its images.
+    text_only = model(input_ids=batch["input_ids"]).logits
+    embedded = model(inputs_embeds=model.get_input_embeddings()(batch["input_ids"])).logits
+    assert torch.equal(text_only, embedded)
+
+
+@pytest.mark.parametrize("assistance", ["assistant_model", "prompt_lookup"])
+def test_assisted_decoding_with_images_gives_the_greedy_ids(assistance):
+    model = tiny_model().eval()
+    batch = collate(model.config, [make_sample(model.config, [TALL, WIDE], num_text=6, seed=3)])
+    greedy = model.generate(**batch, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    helper = {"assistant_model": tiny_model(seed=1).eval()} if assistance == "assistant_model" else {}
+    if assistance == "prompt_lookup":
+        helper["prompt_lookup_num_tokens"] = 3
+    assisted = model.generate(**batch, max_new_tokens=8, min_new_tokens=8, do_sample=False, **helper)
+    assert torch.equal(assisted, greedy)
+
+
+def test_get_image_features_returns_the_towers_hidden_states_and_attentions_when_asked():
+    model = tiny_model()
+    batch = collate(model.config, [make_sample(model.config, [TALL])])
+    outputs = model.get_image_features(
+        batch["pixel_values"], batch["image_sizes"], output_hidden_states=True, output_attentions=True
+    )
+    tower = model.config.vision_config
+    assert len(outputs.hidden_states) == tower.num_hidden_layers + 1
+    assert len(outputs.attentions) == tower.num_hidden_layers
+    assert outputs.attentions[0].shape[:2] == (batch["pixel_values"].shape[0], tower.num_attention_heads)
+    plain = model.get_image_features(batch["pixel_values"], batch["image_sizes"])
+    assert plain.hidden_states is None and plain.attentions is None
+    assert all(torch.equal(a, b) for a, b in zip(plain.pooler_output, outputs.pooler_output))
+
+
+def test_a_model_saves_in_this_packages_layout_and_still_reads_original_checkpoints(tmp_path):
+    # The original-checkpoint key map is a load-only conversion: saving never writes original names.
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import get_model_conversion_mapping
+
+    from modeling_xgenmm.checkpoint.key_map import original_checkpoint_conversion
+
+    def original(transforms) -> list:
+        return [transform for transform in transforms if transform.source_patterns[0].startswith("^vlm")]
+
+    model = tiny_model()
+    assert original(get_model_conversion_mapping(model, add_legacy=False)) == []  # what saving reverses
+    model.save_pretrained(tmp_path)
+    assert sorted(load_file(tmp_path / "model.safetensors")) == sorted(model.state_dict())
+    assert len(original(get_model_conversion_mapping(model))) == len(original_checkpoint_conversion())  # on load
 
 
 def test_views_and_image_sizes_that_disagree_raise():

@@ -296,21 +296,29 @@ def test_image_tokens_match_the_model_feature_rows(tiny_model, image_sizes, grid
 
 
 def test_image_count_must_match_markers_per_sample(processor, images):
-    with pytest.raises(ValueError, match=r"^sample 1: 3 images but 2 <image> markers$"):
+    expected = (
+        r"^The number of <image> tokens in the prompt should be the same as the number of images passed for it\. "
+    )
+    with pytest.raises(ValueError, match=expected + r"Found 2 <image> tokens and 3 images in sample 1\.$"):
         processor(images=[[images[0]], images], text=["<image> a", "<image> <image> b"])
-    with pytest.raises(ValueError, match=r"^sample 0: 0 images but 1 <image> markers$"):
+    with pytest.raises(ValueError, match=expected + r"Found 1 <image> tokens and 0 images in sample 0\.$"):
         processor(images=[[], [images[0]]], text=["<image> a", "<image> b"])
     with pytest.raises(ValueError, match=r"^images are given for 1 samples but the text has 2 samples$"):
         processor(images=[[images[0]]], text=["<image> a", "b"])
 
 
 def test_flat_image_count_must_match_markers_of_the_batch(processor, images):
-    with pytest.raises(ValueError, match=r"^2 images but 3 <image> markers in the text \(\[1, 2\] per sample\)$"):
+    expected = (
+        r"^The total number of <image> tokens in the prompts should be the same as the number of images passed\. "
+        r"Found total 3 <image> tokens and 2 images \(\[1, 2\] per sample\)\.$"
+    )
+    with pytest.raises(ValueError, match=expected):
         processor(images=images[:2], text=["<image> a", "<image><image> b"])
 
 
 def test_markers_without_images_are_refused(processor):
-    with pytest.raises(ValueError, match=r"^sample 1: 2 <image> markers but no images were passed$"):
+    expected = r"^Found 2 <image> tokens in the text but no images were passed \(\[0, 2\] per sample\)\.$"
+    with pytest.raises(ValueError, match=expected):
         processor(text=["a", "<image> <image> b"])
 
 

@@ -19,9 +19,9 @@ on are never used) and the three added tokens (`<image>`, `<image placeholder>`,
 the output head likewise. Both are merged here into one `L + 3`-row table and one biased `L + 3`-row head.
 
 One list of transforms, `original_checkpoint_conversion`, drives both ways of reading such a checkpoint: it is
-registered with transformers' checkpoint conversion mapping, so `from_pretrained(original_folder)` renames and merges
-on load, and `plan_original_weights` applies the same registered transforms, through transformers' own renaming, for
-the streaming converter (`convert.py`, `xgenmm convert`).
+registered with transformers' load-only ("legacy") checkpoint conversions, so `from_pretrained(original_folder)`
+renames and merges on load, and `plan_original_weights` applies the same registered transforms, through
+transformers' own renaming, for the streaming converter (`convert.py`, `xgenmm convert`).
 """
 
 import re
@@ -32,7 +32,11 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
-from transformers.conversion_mapping import get_model_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.conversion_mapping import (
+    get_checkpoint_conversion_mapping,
+    get_model_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
 from transformers.core_model_loading import (
     ConversionOps,
     WeightConverter,
@@ -143,12 +147,17 @@ def original_checkpoint_conversion() -> list[WeightTransform]:
 
 
 def register_original_checkpoint_conversion() -> None:
-    """Idempotent: makes `from_pretrained` read original checkpoints.
+    """Idempotent: makes `from_pretrained` read original checkpoints, and only read them.
 
-    Registered for the model type rather than a class name, so that `XGenMMForConditionalGeneration` and
-    `XGenMMModel` both get it exactly once (transformers skips a model type an ancestor module already claimed).
+    The transforms join transformers' "legacy" conversions, which `from_pretrained` applies to every checkpoint it
+    loads but `save_pretrained` never reverses: a model saves in this package's layout whatever it was loaded from
+    (a mapping registered for the model type would be read as the serialized format, and reversed on every save).
+    Every pattern is anchored on the original `vlm.` prefix, so no other checkpoint is touched.
     """
-    register_checkpoint_conversion_mapping(XGenMMConfig.model_type, original_checkpoint_conversion(), overwrite=True)
+    legacy = get_checkpoint_conversion_mapping("legacy") or []
+    ours = (OriginalKeyRenaming, OriginalWeightConverter)
+    kept = [transform for transform in legacy if not isinstance(transform, ours)]
+    register_checkpoint_conversion_mapping("legacy", kept + original_checkpoint_conversion(), overwrite=True)
 
 
 def is_original_config(config_dict: dict) -> bool:
