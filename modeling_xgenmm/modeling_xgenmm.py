@@ -275,14 +275,17 @@ class XGenMMModel(XGenMMPreTrainedModel):
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
-    def views_per_image(self, image_sizes: torch.Tensor | list | None, num_views: int) -> list[int]:
-        """Number of views of each image, from the images' (height, width) and the grid rule."""
+    def views_per_image(self, image_sizes: torch.Tensor | list | None, pixel_values: torch.Tensor) -> list[int]:
+        """Number of views of each image, from the images' (height, width) and the grid rule, checked against the
+        layout of `pixel_values`: one row per image `(images, max_views, ...)`, or every view flattened
+        `(views, ...)`."""
+        per_image = pixel_values.dim() == 5
         if not self.config.anyres:
-            return [1] * num_views
+            return [1] * pixel_values.shape[0]
         if image_sizes is None:
             raise ValueError(
-                "image_sizes (one (height, width) per image) is required in any-resolution mode to know how the "
-                f"{num_views} views in pixel_values belong to images; the processor returns it with pixel_values."
+                "image_sizes (one (height, width) per image) is required in any-resolution mode to know which views "
+                "in pixel_values belong to which image; the processor returns it with pixel_values."
             )
         sizes = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
         for index, size in enumerate(sizes):
@@ -292,12 +295,28 @@ class XGenMMModel(XGenMMPreTrainedModel):
                     "numbers, as the processor returns it"
                 )
         counts = [num_image_views(size, self.config) for size in sizes]
-        if sum(counts) != num_views:
+        if per_image and (len(counts) != pixel_values.shape[0] or max(counts, default=0) > pixel_values.shape[1]):
             raise ValueError(
-                f"pixel_values holds {num_views} views but image_sizes describes {len(sizes)} images that need "
-                f"{sum(counts)} views ({counts}) under image_grid_pinpoints={self.config.image_grid_pinpoints}"
+                f"pixel_values holds {pixel_values.shape[0]} images of up to {pixel_values.shape[1]} views but "
+                f"image_sizes describes {len(sizes)} images that need {counts} views under "
+                f"image_grid_pinpoints={self.config.image_grid_pinpoints}"
+            )
+        if not per_image and sum(counts) != pixel_values.shape[0]:
+            raise ValueError(
+                f"pixel_values holds {pixel_values.shape[0]} views but image_sizes describes {len(sizes)} images that "
+                f"need {sum(counts)} views ({counts}) under image_grid_pinpoints={self.config.image_grid_pinpoints}"
             )
         return counts
+
+    @staticmethod
+    def real_views(pixel_values: torch.Tensor, views: list[int]) -> torch.Tensor:
+        """The views of every image, flattened `(views, channels, height, width)`, from either layout: the zero views
+        that pad an image's row are left out, so the tower never encodes them."""
+        if pixel_values.dim() == 4:
+            return pixel_values
+        if all(count == pixel_values.shape[1] for count in views):
+            return pixel_values.flatten(0, 1)
+        return torch.cat([row[:count] for row, count in zip(pixel_values, views)])
 
     def encode_views(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]):
         """Runs the vision tower once over all views: `(views, channels, height, width)` -> the tower's output, with
@@ -349,8 +368,10 @@ class XGenMMModel(XGenMMPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """
-        pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`):
-            Every view of every image of the batch, image after image (global view first, then row-major crops).
+        pixel_values (`torch.Tensor` of shape `(images, max_views, channels, image_size, image_size)`):
+            The views of each image in its row (global view first, then row-major crops), zero views after them, as
+            the processor returns them; `(views, channels, image_size, image_size)` with every view flattened, image
+            after image, is read too.
         image_sizes (`torch.Tensor` of shape `(images, 2)`, *optional*):
             Original (height, width) of each image; required in any-resolution mode.
 
@@ -359,10 +380,11 @@ class XGenMMModel(XGenMMPreTrainedModel):
         `last_hidden_state` holds the tower's features per view, and `hidden_states` / `attentions` the tower's when
         asked for (`output_hidden_states=True` / `output_attentions=True`).
         """
-        if pixel_values.dim() != 4:
+        if pixel_values.dim() not in (4, 5):
             raise ValueError(
-                f"pixel_values must be (views, channels, height, width) with all views of all images flattened, "
-                f"got shape {tuple(pixel_values.shape)}"
+                "pixel_values must be (images, max_views, channels, height, width), one row per image as the "
+                "processor returns it, or (views, channels, height, width) with every view of every image; got shape "
+                f"{tuple(pixel_values.shape)}"
             )
         if not torch.is_floating_point(pixel_values):
             raise ValueError(
@@ -375,8 +397,8 @@ class XGenMMModel(XGenMMPreTrainedModel):
                 f"pixel_values hold views of {pixel_values.shape[-2]}x{pixel_values.shape[-1]} pixels, but this model "
                 f"sees {side}x{side} views (config.image_size); process the images with this model's processor"
             )
-        views = self.views_per_image(image_sizes, pixel_values.shape[0])
-        vision_outputs = self.encode_views(pixel_values, **kwargs)
+        views = self.views_per_image(image_sizes, pixel_values)
+        vision_outputs = self.encode_views(self.real_views(pixel_values, views), **kwargs)
         features = vision_outputs.last_hidden_state
         groups, mask = features, None
         if self.config.anyres:
@@ -426,8 +448,8 @@ class XGenMMModel(XGenMMPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> MultimodalBaseModelOutputWithPast:
         r"""
-        pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`, *optional*):
-            All views of all images, flattened (see `get_image_features`).
+        pixel_values (`torch.Tensor` of shape `(images, max_views, channels, image_size, image_size)`, *optional*):
+            The views of each image, one row per image (see `get_image_features`).
         image_sizes (`torch.LongTensor` of shape `(images, 2)`, *optional*):
             Original (height, width) of each image.
         mm_encoder_outputs (`dict`, *optional*):
@@ -556,8 +578,8 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         **kwargs: Unpack[TransformersKwargs],
     ) -> MultimodalCausalLMOutputWithPast:
         r"""
-        pixel_values (`torch.Tensor` of shape `(views, channels, image_size, image_size)`, *optional*):
-            All views of all images, flattened, as the processor returns them.
+        pixel_values (`torch.Tensor` of shape `(images, max_views, channels, image_size, image_size)`, *optional*):
+            The views of each image, one row per image, as the processor returns them (see `get_image_features`).
         image_sizes (`torch.LongTensor` of shape `(images, 2)`, *optional*):
             Original (height, width) of each image.
         labels (`torch.LongTensor` of shape `(batch, seq)`, *optional*):

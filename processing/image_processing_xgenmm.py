@@ -312,6 +312,24 @@ class XGenMMImageProcessingMixin:
         best_height, best_width = self.best_resolution(image_size, kwargs.get("image_grid_pinpoints"))
         return 1 + (best_height // size.height) * (best_width // size.width)
 
+    def get_max_num_image_views(self, **kwargs: Unpack[XGenMMImageProcessorKwargs]) -> int:
+        """The most views any image can get (global view + the largest grid of `image_grid_pinpoints`): the width of
+        every `pixel_values` row, so that rows from separate calls concatenate (pipelines, TRL, serving engines)."""
+        if not kwargs.get("anyres", self.anyres):
+            return 1
+        size = kwargs.get("size") or self.size
+        size = size if isinstance(size, SizeDict) else SizeDict(**size)
+        pinpoints = kwargs.get("image_grid_pinpoints") or self.image_grid_pinpoints
+        return 1 + max((height // size.height) * (width // size.width) for height, width in pinpoints)
+
+    def _padded_rows(self, views_per_image, size, anyres, image_grid_pinpoints, zeros):
+        """`(images, max_views, 3, height, width)` from each image's views, zero views after them."""
+        width = self.get_max_num_image_views(size=size, anyres=anyres, image_grid_pinpoints=image_grid_pinpoints)
+        rows = zeros((len(views_per_image), width, *views_per_image[0][0].shape))
+        for index, views in enumerate(views_per_image):
+            rows[index, : len(views)] = views
+        return rows
+
     def to_dict(self):
         output = super().to_dict()
         # `register_for_auto_class` records one class; a Hub folder should offer both backends.
@@ -331,7 +349,7 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
     r"""
     xGen-MM image processor, PIL backend: reproduces the released `Blip3ImageProcessor` bit for bit.
 
-    Every image becomes `(views, 3, height, width)` pixel values, the views of all images concatenated:
+    Every image becomes views of `size`:
     - `anyres=True`: the image squash-resized to `size` in its own mode, then the row-major `size` crops of the
       image resized with its aspect ratio kept (free side rounded up) to the best grid of `image_grid_pinpoints`
       (`select_best_resolution`) and pasted centred on a black RGB canvas;
@@ -340,7 +358,9 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
     P and 1 with nearest neighbour; pasting drops alpha and converts to RGB; every view is converted to RGB, divided
     by 255 and normalised with mean = std = 0.5, in float32, in that order.
 
-    Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` (original height, width).
+    Returns `pixel_values` `(images, max_views, 3, height, width)`: the views of each image in its row (as many as
+    `get_num_image_views`), zero views after them up to the most any image can get (`get_max_num_image_views`, 5 for
+    the released grid), and `image_sizes` `(images, 2)` (original height, width).
     """
 
     def _preprocess(
@@ -358,17 +378,22 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
         return_tensors: str | TensorType | None,
         **kwargs,
     ) -> BatchFeature:
-        pixel_values = []
+        per_image = []
         for image in images:
+            views = []
             for view in self._image_views(image, size, anyres, image_grid_pinpoints, resample):
                 if do_rescale:
                     view = self.rescale(view, rescale_factor)
                 if do_normalize:
                     view = self.normalize(view, image_mean, image_std)
-                pixel_values.append(view)
+                views.append(view)
+            per_image.append(views)
+        pixel_values = self._padded_rows(
+            per_image, size, anyres, image_grid_pinpoints, lambda shape: np.zeros(shape, np.float32)
+        )
         image_sizes = [[image.height, image.width] for image in images]
         return BatchFeature(
-            data={"pixel_values": np.stack(pixel_values), "image_sizes": image_sizes}, tensor_type=return_tensors
+            data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors
         )
 
     def _image_views(
@@ -404,7 +429,8 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
     Its views differ from the PIL backend's by a few uint8 levels on a small fraction of the values (the README's
     "Image processing backends" gives the measured bounds per image mode).
 
-    Returns `pixel_values` `(total_views, 3, height, width)` and `image_sizes` `(images, 2)` (original height, width).
+    Returns `pixel_values` `(images, max_views, 3, height, width)` (one row per image, zero views after its own) and
+    `image_sizes` `(images, 2)` (original height, width), as [`XGenMMImageProcessorPil`].
     """
 
     def _preprocess(
@@ -428,9 +454,11 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
             pixels, interpolation = self._image_to_tensor(image, resample, device)
             views.append(self._image_views(pixels, interpolation, size, anyres, image_grid_pinpoints))
         # Each image has its own sizes, so resizing is per image; normalising all views is one batched op.
-        pixel_values = self.rescale_and_normalize(
+        normalized = self.rescale_and_normalize(
             torch.cat(views), do_rescale, rescale_factor, do_normalize, image_mean, image_std
         )
+        per_image = normalized.split([len(image_views) for image_views in views])
+        pixel_values = self._padded_rows(per_image, size, anyres, image_grid_pinpoints, normalized.new_zeros)
         image_sizes = [[image.height, image.width] for image in images]
         return BatchFeature(
             data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors

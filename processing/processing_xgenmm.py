@@ -72,8 +72,9 @@ class XGenMMProcessor(ProcessorMixin):
     view. Truncation may cut text but never an image's tokens (that raises).
 
     Padding is on the left by default (generation); pass `padding_side="right"` for training. Returns `input_ids`,
-    `attention_mask`, and with images `pixel_values` `(total_views, 3, height, width)` and `image_sizes`
-    `(images, 2)` = (height, width).
+    `attention_mask`, and with images `pixel_values` `(images, max_views, 3, height, width)` (each image's views,
+    then zero views up to `image_processor.get_max_num_image_views()`, so rows of separate calls concatenate) and
+    `image_sizes` `(images, 2)` = (height, width).
 
     Chat templates (see `chat_template.jinja` of each Hub folder): the instruct format is
     `<|system|>\n{system}<|end|>\n<|user|>\n{user}<|end|>\n<|assistant|>\n{assistant}<|end|>\n` with the released
@@ -195,13 +196,14 @@ class XGenMMProcessor(ProcessorMixin):
                 )
 
     def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
-        """Placeholder tokens and views per image for the given (height, width) sizes."""
+        """Placeholder tokens per image for the given (height, width) sizes, and `pixel_values` rows per image (one:
+        an image's views share its row)."""
         if image_sizes is None:
             return MultiModalData()
         images_kwargs = self._merge_kwargs(**kwargs)["images_kwargs"]
         views = [self.image_processor.get_num_image_views(size, **images_kwargs) for size in image_sizes]
         return MultiModalData(
-            num_image_tokens=[count * self.image_seq_length for count in views], num_image_patches=views
+            num_image_tokens=[count * self.image_seq_length for count in views], num_image_patches=[1] * len(views)
         )
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens=True, **kwargs):

@@ -37,8 +37,9 @@ def make_sample(config: XGenMMConfig, image_sizes: list, num_text: int = 5, seed
     return {"input_ids": ids, "pixel_values": pixels, "image_sizes": [tuple(size) for size in image_sizes]}
 
 
-def collate(config: XGenMMConfig, samples: list[dict], padding_side: str = "left") -> dict:
-    """Pads samples from `make_sample` into one batch, as the processor would."""
+def collate(config: XGenMMConfig, samples: list[dict], padding_side: str = "left", per_image: bool = False) -> dict:
+    """Pads samples from `make_sample` into one batch. `pixel_values` are every view flattened, or with `per_image`
+    the processor's layout: a row per image, zero views after its own up to the batch's most."""
     length = max(len(s["input_ids"]) for s in samples)
     pad = config.text_config.pad_token_id
     input_ids, attention_mask = [], []
@@ -52,4 +53,10 @@ def collate(config: XGenMMConfig, samples: list[dict], padding_side: str = "left
     if sizes:
         batch["pixel_values"] = torch.cat([sample["pixel_values"] for sample in samples])
         batch["image_sizes"] = torch.tensor(sizes)
+        if per_image:
+            views = [num_image_views(size, config) for size in sizes]
+            rows = batch["pixel_values"].new_zeros(len(sizes), max(views), *batch["pixel_values"].shape[1:])
+            for row, image_views in zip(rows, batch["pixel_values"].split(views)):
+                row[: len(image_views)] = image_views
+            batch["pixel_values"] = rows
     return batch

@@ -83,7 +83,7 @@ def test_multi_turn_conversation_labels_are_exactly_the_assistant_answers(proces
     assert batch["labels"][0].tolist() == labels
     targets = batch["labels"][0][batch["labels"][0] != -100]
     assert processor.decode(targets) == "Red.<|end|>Green and blue, mostly.<|end|>"  # <|end|> takes its newline
-    assert batch["pixel_values"].shape == (9, 3, 56, 56)
+    assert batch["pixel_values"].shape == (3, 5, 3, 56, 56)  # one row per image, as wide as the most views (5)
     assert batch["image_sizes"].tolist() == [[30, 60], [100, 40], [56, 56]]
 
 
@@ -94,7 +94,9 @@ def test_document_labels_are_every_text_token_and_no_image_token(processor, imag
     assert batch["input_ids"][0].tolist() == ids
     assert batch["labels"][0].tolist() == labels
     assert (batch["labels"] == IMAGE_ID).sum() == 0 and (batch["input_ids"] == IMAGE_ID).sum() == 24 + 24 + 32
-    assert batch["pixel_values"].shape == (3 + 3 + 4, 3, 56, 56)
+    assert batch["pixel_values"].shape == (3, 5, 3, 56, 56)  # 3, 3 and 4 views, padded to the most (5)
+    assert [bool(batch["pixel_values"][image, views - 1].any()) for image, views in enumerate((3, 3, 4))] == [True] * 3
+    assert [bool(batch["pixel_values"][image, views:].any()) for image, views in enumerate((3, 3, 4))] == [False] * 3
 
 
 def test_caption_pair_trains_on_the_caption_and_its_end_of_chunk(processor, images):
@@ -126,7 +128,7 @@ def test_batch_is_right_padded_and_padding_is_never_a_target(processor, images):
 
 def test_text_only_batch_has_zero_views(processor):
     batch = XGenMMDataCollator(processor)([{"text": "No images here."}])
-    assert batch["pixel_values"].shape == (0, 3, 56, 56) and batch["image_sizes"].shape == (0, 2)
+    assert batch["pixel_values"].shape == (0, 1, 3, 56, 56) and batch["image_sizes"].shape == (0, 2)
 
 
 def test_llava_rows_paths_and_pil_images_give_the_same_batch(processor, tmp_path):
@@ -185,7 +187,7 @@ def test_truncation_cuts_before_an_image_that_does_not_fit_and_drops_its_pixels(
     assert batch["input_ids"].shape[1] == second_image_start
     assert batch["input_ids"][0].tolist() == full["input_ids"][0, :second_image_start].tolist()
     assert (batch["input_ids"] == IMAGE_ID).sum() == 24
-    assert batch["pixel_values"].shape[0] == 3 and batch["image_sizes"].tolist() == [[30, 60]]
+    assert batch["pixel_values"].shape[:2] == (1, 5) and batch["image_sizes"].tolist() == [[30, 60]]
 
 
 def test_every_max_length_keeps_whole_images_or_raises(processor, images):
@@ -197,7 +199,6 @@ def test_every_max_length_keeps_whole_images_or_raises(processor, images):
     run_starts = [0, 24, 48]  # image k starts at the run_starts[k]-th image token
     image_starts = [int((full["input_ids"][0] == IMAGE_ID).nonzero()[start]) for start in run_starts]
     image_ends = [start + count for start, count in zip(image_starts, TOKENS_PER_IMAGE[1:])]
-    views = [3, 3, 4]
     for max_length in range(1, length + 1):
         batch = XGenMMDataCollator(processor, max_length=max_length)([row])
         kept = sum(end <= max_length for end in image_ends)
@@ -205,7 +206,8 @@ def test_every_max_length_keeps_whole_images_or_raises(processor, images):
         assert batch["input_ids"].shape[1] == expected_length, max_length
         assert batch["input_ids"][0].tolist() == full["input_ids"][0, :expected_length].tolist()
         assert (batch["input_ids"] == IMAGE_ID).sum() == sum(TOKENS_PER_IMAGE[1 : 1 + kept])
-        assert batch["pixel_values"].shape[0] == sum(views[:kept])
+        assert batch["pixel_values"].shape[0] == kept
+        assert kept == 0 or torch.equal(batch["pixel_values"], full["pixel_values"][:kept])
         assert batch["image_sizes"].tolist() == full["image_sizes"][:kept].tolist()
 
 

@@ -43,6 +43,11 @@ def vision_views_encoded(model) -> list[int]:
     return calls
 
 
+def real_views(model, batch) -> int:
+    """The views a batch's images have (its `pixel_values` rows are padded with zero views)."""
+    return sum(model.model.views_per_image(batch["image_sizes"], batch["pixel_values"]))
+
+
 # --- configuration ------------------------------------------------------------------------------------------------
 
 
@@ -213,7 +218,7 @@ def loss_and_gradients(share: bool, lora: bool, tmp_path, rows):
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     gradients = {name: param.grad for name, param in trainer.model.named_parameters() if param.requires_grad}
-    return loss.detach(), gradients, views, batch["pixel_values"].shape[0]
+    return loss.detach(), gradients, views, real_views(model, batch)
 
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
@@ -245,7 +250,7 @@ def test_a_frozen_batch_norm_tower_shares_image_features_and_keeps_its_statistic
     trainer.model.train()
     batch = trainer.data_collator(rows)
     trainer.compute_loss(trainer.model, batch).backward()
-    assert trainer._sharing_refused is None and views == [batch["pixel_values"].shape[0] // 2]
+    assert trainer._sharing_refused is None and views == [real_views(model, batch) // 2]
     assert norms and all(torch.equal(norm.running_mean, old) for norm, old in zip(norms, before))
 
 
@@ -276,7 +281,7 @@ def test_a_tower_unfrozen_during_training_falls_back_and_a_different_reference_i
     views = vision_views_encoded(model)
     trainer.model.train()
     trainer.compute_loss(trainer.model, trainer.data_collator(rows[:2]))
-    assert views == [trainer.data_collator(rows[:2])["pixel_values"].shape[0]]
+    assert views == [real_views(model, trainer.data_collator(rows[:2]))]
 
     reference = tiny_instruct_model(seed=1)
     trainer = build_dpo_trainer(tiny_instruct_model(), processor, rows, dpo_config(tmp_path), ref_model=reference)

@@ -45,14 +45,19 @@ def test_pil_backend_reproduces_released_processor_on_every_fixture_image(releas
     for key, entry in entries.items():
         width, height = entry["size_wh"]
         out = anyres(images[key], return_tensors="pt")
-        assert list(out["pixel_values"].shape) == entry["anyres"]["shape"], key
+        views = entry["anyres"]["shape"][0]
+        # One row: the image's views, then zero views up to the most the grid gives any image.
+        assert list(out["pixel_values"].shape) == [1, anyres.get_max_num_image_views(), *entry["anyres"]["shape"][1:]]
+        assert anyres.get_num_image_views((height, width)) == views, key
+        assert not out["pixel_values"][0, views:].any(), key
         assert torch.equal(out["image_sizes"], torch.tensor([[height, width]])), key
-        assert (out["pixel_values"] - fixture_float(pixels[entry["anyres"]["tensor"]])).abs().max() <= 1e-6, key
+        real = out["pixel_values"][0, :views]
+        assert (real - fixture_float(pixels[entry["anyres"]["tensor"]])).abs().max() <= 1e-6, key
         base_view = base(images[key], return_tensors="pt")["pixel_values"]
-        assert list(base_view.shape) == [1, *entry["base"]["shape"]], key
-        assert (base_view[0] - fixture_float(pixels[entry["base"]["tensor"]])).abs().max() <= 1e-6, key
+        assert list(base_view.shape) == [1, 1, *entry["base"]["shape"]], key
+        assert (base_view[0, 0] - fixture_float(pixels[entry["base"]["tensor"]])).abs().max() <= 1e-6, key
         if "anyres_rgbfirst" in entry:  # what the released drivers fed: the image converted to RGB first
-            rgb_views = anyres(images[key].convert("RGB"), return_tensors="pt")["pixel_values"]
+            rgb_views = anyres(images[key].convert("RGB"), return_tensors="pt")["pixel_values"][0, :views]
             assert (rgb_views - fixture_float(pixels[entry["anyres_rgbfirst"]["tensor"]])).abs().max() <= 1e-6, key
 
 
@@ -68,8 +73,9 @@ def test_torchvision_backend_is_within_its_documented_bounds_on_the_released_pro
     processor = XGenMMImageProcessor(image_grid_pinpoints=grids, size=size)
     for key, entry in entries.items():
         max_levels, max_fraction = TORCHVISION_BOUNDS[images[key].mode]
+        views = entry["anyres"]["shape"][0]
         difference = (
-            processor(images[key], return_tensors="pt")["pixel_values"]
+            processor(images[key], return_tensors="pt")["pixel_values"][0, :views]
             - fixture_float(pixels[entry["anyres"]["tensor"]])
         ).abs()
         assert difference.max() <= max_levels * LEVEL + 1e-5, (key, difference.max().item() / LEVEL)
@@ -82,8 +88,10 @@ def test_torchvision_backend_tolerance_per_mode(mode):
     pil, fast = XGenMMImageProcessorPil(), XGenMMImageProcessor()
     for width, height in [(640, 480), (300, 1000), (50, 50), (1500, 200)]:
         image = synthetic_image(mode, width, height)
+        views = pil.get_num_image_views((height, width))  # the fraction is over real values, not the zero padding
         difference = (
-            pil(image, return_tensors="pt")["pixel_values"] - fast(image, return_tensors="pt")["pixel_values"]
+            pil(image, return_tensors="pt")["pixel_values"][0, :views]
+            - fast(image, return_tensors="pt")["pixel_values"][0, :views]
         ).abs()
         assert difference.max() <= max_levels * LEVEL + 1e-5, (width, height, difference.max().item() / LEVEL)
         assert (difference > 1e-5).float().mean() <= max_fraction, (width, height)
@@ -95,9 +103,9 @@ def test_pil_backend_follows_released_pipeline_in_every_8_bit_mode(mode):
     assert image.mode == mode
     grids_wh = [[width, height] for height, width in XGenMMImageProcessorPil.image_grid_pinpoints]
     expected = fixture_float(torch.from_numpy(original_views(image, grids_wh, 384)))
-    out = XGenMMImageProcessorPil()(image, return_tensors="pt")["pixel_values"]
-    assert out.shape == (3, 3, 384, 384)  # 300x170 fits 768 wide x 384 high best: 2 crops + the global view
-    assert (out - expected).abs().max() <= 1e-6
+    out = XGenMMImageProcessorPil()(image, return_tensors="pt")["pixel_values"][0]
+    assert out.shape == (5, 3, 384, 384)  # 300x170 fits 768 wide x 384 high best: 2 crops + the global view
+    assert (out[:3] - expected).abs().max() <= 1e-6 and not out[3:].any()
 
 
 def test_non_rgb_modes_give_rgb_values():
@@ -106,7 +114,7 @@ def test_non_rgb_modes_give_rgb_values():
     white = PIL.Image.new("1", (20, 10), 1)
     for backend in BACKENDS:
         processor = backend(anyres=False, size={"height": 16, "width": 16})
-        cyan_view, white_view = processor([cyan, white], return_tensors="pt")["pixel_values"]
+        cyan_view, white_view = processor([cyan, white], return_tensors="pt")["pixel_values"][:, 0]
         assert torch.equal(cyan_view[:, 8, 8], torch.tensor([-1.0, 1.0, 1.0]))
         assert torch.equal(white_view, torch.ones(3, 16, 16))
 
@@ -191,24 +199,44 @@ def test_base_mode_is_one_squash_resized_view_of_configurable_size():
     images = [synthetic_image("RGB", 90, 30), synthetic_image("RGB", 20, 70)]
     for backend in BACKENDS:
         out = backend(anyres=False, size={"height": 56, "width": 56})(images, return_tensors="pt")
-        assert out["pixel_values"].shape == (2, 3, 56, 56)
+        assert out["pixel_values"].shape == (2, 1, 3, 56, 56)
         assert out["image_sizes"].tolist() == [[30, 90], [70, 20]]
     expected = fixture_float(torch.from_numpy(original_views(images[0], None, 56)))
     out = XGenMMImageProcessorPil(anyres=False, size={"height": 56, "width": 56})(images[0], return_tensors="pt")
     assert (out["pixel_values"] - expected).abs().max() <= 1e-6
 
 
-def test_views_are_flat_image_after_image_global_view_first():
+def test_views_are_one_row_per_image_global_view_first():
     # tiny-random grids (height, width) [[112, 56], [56, 112], [112, 112], [56, 168], [168, 56]], 56-px views:
     # 30x60 (h x w) -> 56x112 (1x2 crops), 100x40 -> 112x56 (2x1), 56x56 -> 112x56 (first of the tied grids).
     images = [synthetic_image("RGB", 60, 30, seed=1), synthetic_image("RGB", 40, 100, seed=2)]
     processor = XGenMMImageProcessorPil.from_pretrained(TINY_RANDOM)
     out = processor(images, return_tensors="pt")
-    assert out["pixel_values"].shape == (6, 3, 56, 56)
+    # Rows are as wide as the most views any image can get: the 112x112 grid's 4 crops + the global view.
+    assert processor.get_max_num_image_views() == 5 and out["pixel_values"].shape == (2, 5, 3, 56, 56)
     assert [processor.get_num_image_views(size) for size in [(30, 60), (100, 40), (56, 56)]] == [3, 3, 3]
     grids_wh = [[width, height] for height, width in processor.image_grid_pinpoints]
-    expected = np.concatenate([original_views(image, grids_wh, 56) for image in images])
-    assert (out["pixel_values"] - fixture_float(torch.from_numpy(expected))).abs().max() <= 1e-6
+    expected = np.stack([original_views(image, grids_wh, 56) for image in images])
+    assert (out["pixel_values"][:, :3] - fixture_float(torch.from_numpy(expected))).abs().max() <= 1e-6
+    assert not out["pixel_values"][:, 3:].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_images_with_fewer_views_are_padded_with_zero_views(backend):
+    # 200x40 (h x w) -> 3x1 crops + the global view = 4 views; 30x60 -> 1x2 crops + 1 = 3 views; 112x112 -> 2x2 + 1.
+    processor = backend.from_pretrained(TINY_RANDOM)
+    tall, wide = synthetic_image("RGB", 40, 200, seed=1), synthetic_image("RGB", 60, 30, seed=2)
+    out = processor([tall, wide], return_tensors="pt")
+    assert out["pixel_values"].shape == (2, 5, 3, 56, 56)
+    alone = processor(wide, return_tensors="pt")["pixel_values"]
+    # The same row whatever else is in the call, so rows from separate calls concatenate (pipelines, TRL).
+    assert torch.equal(out["pixel_values"][1], alone[0]) and not alone[0, 3:].any() and alone[0, 2].any()
+    assert out["pixel_values"][0, 3].any() and not out["pixel_values"][0, 4].any()
+    square = processor(synthetic_image("RGB", 112, 112, seed=3), return_tensors="pt")["pixel_values"]
+    assert square[0, 4].any()  # the widest image fills its row
+    # Overrides change the width with the grid: one view in base mode, 3 for a 1x2-only grid.
+    assert processor.get_max_num_image_views(anyres=False) == 1
+    assert processor(wide, image_grid_pinpoints=[[56, 112]], return_tensors="pt")["pixel_values"].shape[1] == 3
 
 
 def test_uint8_arrays_and_tensors_are_the_pil_images_of_their_pixels():
@@ -241,7 +269,8 @@ def test_one_pixel_image_works():
     image = PIL.Image.new("RGB", (1, 1), (255, 0, 0))
     for backend in BACKENDS:
         out = backend()(image, return_tensors="pt")
-        assert out["pixel_values"].shape == (3, 3, 384, 384)
+        assert out["pixel_values"].shape == (1, 5, 3, 384, 384)
+        out["pixel_values"] = out["pixel_values"][0]
         assert torch.equal(out["pixel_values"][0, :, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
         # Resized to 384x384 and centred in 768x384: the top crop is red from row 192, the bottom one up to row 191.
         assert torch.equal(out["pixel_values"][1, :, 191, 7], torch.tensor([-1.0, -1.0, -1.0]))
@@ -259,10 +288,10 @@ def test_extremely_thin_images_work(width, height):
     expected = fixture_float(torch.from_numpy(original_views(image, grids_wh, 384)))
     for backend in BACKENDS:
         out = backend()(image, return_tensors="pt")
-        assert out["pixel_values"].shape == (3, 3, 384, 384)
+        assert out["pixel_values"].shape == (1, 5, 3, 384, 384)
         assert out["image_sizes"].tolist() == [[height, width]]
-        assert (out["pixel_values"] - expected).abs().max() <= 2 * LEVEL + 1e-5
-        assert backend(anyres=False)(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 384, 384)
+        assert (out["pixel_values"][0, :3] - expected).abs().max() <= 2 * LEVEL + 1e-5
+        assert backend(anyres=False)(image, return_tensors="pt")["pixel_values"].shape == (1, 1, 3, 384, 384)
 
 
 def test_corrupt_files_raise(tmp_path):

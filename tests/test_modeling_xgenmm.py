@@ -198,6 +198,35 @@ def test_left_padded_batched_greedy_generation_equals_one_by_one():
         assert batched[row].tolist() == expected[0].tolist(), f"row {row}"
 
 
+@pytest.mark.parametrize("per_image", [True, False], ids=["per-image rows", "flat views"])
+def test_several_sequences_per_prompt_each_keep_their_prompts_images(per_image):
+    # generate repeats every prompt num_return_sequences times; each copy must see its own prompt's images in
+    # order (not image A twice for a prompt with images A, B). Top-1 sampling is greedy decoding.
+    model = tiny_model(seed=1)
+    samples = [make_sample(model.config, [TALL, WIDE], num_text=4, seed=3), make_sample(model.config, [LARGE], seed=4)]
+    batch = collate(model.config, samples, per_image=per_image)
+    greedy = model.generate(**batch, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    sampled = model.generate(
+        **batch, max_new_tokens=6, min_new_tokens=6, do_sample=True, top_k=1, num_return_sequences=2
+    )
+    assert torch.equal(sampled[0::2], greedy) and torch.equal(sampled[1::2], greedy)
+
+
+def test_per_image_rows_and_flat_views_give_the_same_logits():
+    model = tiny_model(seed=2)
+    samples = [make_sample(model.config, [TALL, VERY_WIDE], seed=5), make_sample(model.config, [LARGE], seed=6)]
+    flat_batch = collate(model.config, samples)
+    flat = model(**flat_batch).logits
+    rows = collate(model.config, samples, per_image=True)
+    assert rows["pixel_values"].shape[:2] == (3, 5)  # three images, padded to the most views (5)
+    encoded = []
+    model.model.vision_tower.register_forward_pre_hook(
+        lambda module, args, kwargs: encoded.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    torch.testing.assert_close(model(**rows).logits, flat, rtol=0, atol=0)
+    assert encoded == [flat_batch["pixel_values"].shape[0]] and encoded[0] < 3 * 5  # the real views only, once
+
+
 def test_generate_encodes_images_once_and_decodes_from_the_cache():
     model = tiny_model()
     calls = {"tower": 0, "resampler": 0}

@@ -171,7 +171,7 @@ def test_base_template_renders_the_few_shot_format(images):
     )
     out = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
     ids = out["input_ids"][0]
-    assert out["pixel_values"].shape == (3, 3, 56, 56)  # base mode: one view per image
+    assert out["pixel_values"].shape == (3, 1, 3, 56, 56)  # base mode: one view per image
     assert (ids == IMAGE_ID).sum() == 3 * 8 and (ids == 994).sum() == 2
     assert processor.decode(ids[ids != IMAGE_ID]).startswith("A picture of a red circle.<|endofchunk|>")
 
@@ -187,7 +187,7 @@ def test_image_blocks_accept_an_image_a_path_or_base64(processor, tmp_path):
     out = processor.apply_chat_template(
         [user_turn(*blocks, text_block("Same?"))], tokenize=True, return_dict=True, return_tensors="pt"
     )
-    first, second, third = out["pixel_values"].split(3)
+    first, second, third = out["pixel_values"]
     assert torch.equal(first, second) and torch.equal(first, third)
     assert out["image_sizes"].tolist() == [[45, 70]] * 3
 
@@ -201,7 +201,8 @@ def test_each_image_marker_becomes_views_times_latents_tokens(processor, images)
     image_runs = [len(list(run)) for token, run in itertools.groupby(ids) if token == IMAGE_ID]
     assert image_runs == [24, 24, 24]  # 3 views x 8 latents each
     assert processor.decode([token for token in ids if token != IMAGE_ID]) == "Look:  and , then ."
-    assert out["pixel_values"].shape == (9, 3, 56, 56)
+    assert out["pixel_values"].shape == (3, 5, 3, 56, 56)  # a row per image: 3 views, then zero views
+    assert out["pixel_values"][:, 2].any(dim=(1, 2, 3)).all() and not out["pixel_values"][:, 3:].any()
     assert out["image_sizes"].tolist() == [[30, 60], [100, 40], [56, 56]]
 
 

@@ -98,8 +98,8 @@ class XGenMMDataCollator:
 
     Returns (from `__call__`) a dict of tensors:
         - `input_ids`, `attention_mask`, `labels`: `(batch, seq)`, right-padded.
-        - `pixel_values`: `(views, 3, height, width)`, every view of every image of the batch in order (zero views
-          for a batch without images).
+        - `pixel_values`: `(images, max_views, 3, height, width)`, one row per image of the batch in order, zero views
+          after each image's own (no row for a batch without images).
         - `image_sizes`: `(images, 2)`, the (height, width) of each image.
     """
 
@@ -239,7 +239,7 @@ class XGenMMDataCollator:
         """Keeps the first `max_length` tokens, or fewer so that no image is cut; drops the images past the cut."""
         input_ids = sample["input_ids"]
         image_positions = (input_ids == self.processor.image_token_id).nonzero().flatten().tolist()
-        cut, kept_images, kept_views, first_token = self.max_length, 0, 0, 0
+        cut, kept_images, first_token = self.max_length, 0, 0
         for size in sample["image_sizes"].tolist():
             num_tokens = self.processor.num_image_tokens(size)
             start = image_positions[first_token]
@@ -247,7 +247,6 @@ class XGenMMDataCollator:
                 cut = min(cut, start)
                 break
             kept_images += 1
-            kept_views += self.processor.image_processor.get_num_image_views(size)
             first_token += num_tokens
         logger.warning_once(
             f"Truncating rows longer than max_length={self.max_length} tokens; images that would be cut are dropped "
@@ -256,12 +255,13 @@ class XGenMMDataCollator:
         return {
             "input_ids": input_ids[:cut],
             "labels": sample["labels"][:cut],
-            "pixel_values": None if sample["pixel_values"] is None else sample["pixel_values"][:kept_views],
+            "pixel_values": None if sample["pixel_values"] is None else sample["pixel_values"][:kept_images],
             "image_sizes": sample["image_sizes"][:kept_images],
         }
 
     def pad(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        """Right-pads `input_ids` (with the tokenizer's `pad`) and `labels` (with -100); concatenates the images."""
+        """Right-pads `input_ids` (with the tokenizer's `pad`) and `labels` (with -100); stacks the images, one row
+        each, zero views after each image's own up to the batch's most."""
         batch = self.processor.tokenizer.pad(
             {"input_ids": [sample["input_ids"].tolist() for sample in samples]},
             padding=True,
@@ -272,12 +272,14 @@ class XGenMMDataCollator:
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
         for row, sample in enumerate(samples):
             labels[row, : len(sample["labels"])] = sample["labels"]
-        pixel_values = [sample["pixel_values"] for sample in samples if sample["pixel_values"] is not None]
-        if pixel_values:
-            pixel_values = torch.cat(pixel_values)
-        else:
-            size = self.processor.image_processor.size
-            pixel_values = torch.zeros(0, 3, size["height"], size["width"])
+        rows = [sample["pixel_values"] for sample in samples if sample["pixel_values"] is not None]
+        size = self.processor.image_processor.size
+        max_views = max((row.shape[1] for row in rows), default=1)
+        pixel_values = torch.zeros(sum(len(row) for row in rows), max_views, 3, size["height"], size["width"])
+        first = 0
+        for row in rows:
+            pixel_values[first : first + len(row), : row.shape[1]] = row
+            first += len(row)
         return {
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],

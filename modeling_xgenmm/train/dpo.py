@@ -206,8 +206,10 @@ class XGenMMDPOTrainer(DPOTrainer):
         both halves (the collator repeats every image for chosen and rejected)."""
         pixel_values, image_sizes = inputs["pixel_values"], inputs.get("image_sizes")
         backbone = xgenmm_backbone(self.accelerator.unwrap_model(self.model))
-        views = backbone.views_per_image(image_sizes, pixel_values.shape[0])
-        half, half_views = len(views) // 2, sum(views[: len(views) // 2])
+        views = backbone.views_per_image(image_sizes, pixel_values)
+        # Rows of pixel_values: one per image (the processor's layout), or one per view (flattened).
+        half = len(views) // 2
+        half_views = half if pixel_values.dim() == 5 else sum(views[:half])
         repeated = (
             len(views) % 2 == 0
             and torch.equal(pixel_values[:half_views], pixel_values[half_views:])
