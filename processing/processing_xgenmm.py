@@ -139,6 +139,13 @@ class XGenMMProcessor(ProcessorMixin):
                     f"({markers} per sample)."
                 )
             return
+        num_images = len(make_flat_list_of_images(images))
+        if num_images != sum(markers):
+            raise ValueError(
+                f"The total number of {token} tokens in the prompts should be the same as the number of images "
+                f"passed. Found total {sum(markers)} {token} tokens and {num_images} images "
+                f"({markers} per sample)."
+            )
         if (
             isinstance(images, (list, tuple))
             and images
@@ -153,14 +160,6 @@ class XGenMMProcessor(ProcessorMixin):
                         f"passed for it. Found {count} {token} tokens and {len(sample_images)} images in sample "
                         f"{index}."
                     )
-        else:
-            num_images = len(make_flat_list_of_images(images))
-            if num_images != sum(markers):
-                raise ValueError(
-                    f"The total number of {token} tokens in the prompts should be the same as the number of images "
-                    f"passed. Found total {sum(markers)} {token} tokens and {num_images} images "
-                    f"({markers} per sample)."
-                )
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
         if not isinstance(conversation, (list, tuple)) or not conversation:
@@ -194,6 +193,19 @@ class XGenMMProcessor(ProcessorMixin):
                     f"sample {index}: truncation keeps {kept} of its {expected} {self.image_token} tokens; truncation "
                     "may only cut text, never an image. Raise max_length or shorten the text."
                 )
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        # transformers writes the `trust_remote_code` entry (`auto_map`) by setting it on the processor being saved, so
+        # a saved processor would no longer equal the one loaded back from its folder. The files get it; the instance
+        # is left as it was.
+        had_auto_map, auto_map = "auto_map" in self.__dict__, self.__dict__.get("auto_map")
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            if had_auto_map:
+                self.auto_map = auto_map
+            else:
+                self.__dict__.pop("auto_map", None)
 
     def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
         """Placeholder tokens per image for the given (height, width) sizes, and `pixel_values` rows per image (one:

@@ -229,7 +229,7 @@ BAD_ROWS = [
     ),
     (
         {"id": "d", "text": "<image><image>Two", "images": ["IMAGE"]},
-        r"Found 2 <image> tokens and 1 images in sample 0",
+        r"Found total 2 <image> tokens and 1 images",
     ),
     ({"id": "e", "image": "img/missing.png", "caption": "x"}, r"image file not found: img/missing.png"),
     ({"id": "f", "image": "BROKEN", "caption": "x"}, r"the image file .*broken.png' is not an image Pillow can read"),

@@ -300,10 +300,14 @@ def test_image_count_must_match_markers_per_sample(processor, images):
     expected = (
         r"^The number of <image> tokens in the prompt should be the same as the number of images passed for it\. "
     )
-    with pytest.raises(ValueError, match=expected + r"Found 2 <image> tokens and 3 images in sample 1\.$"):
-        processor(images=[[images[0]], images], text=["<image> a", "<image> <image> b"])
+    # The totals agree; the images are in the wrong samples.
+    with pytest.raises(ValueError, match=expected + r"Found 1 <image> tokens and 2 images in sample 0\.$"):
+        processor(images=[images[:2], images[2:3]], text=["<image> a", "<image> <image> b"])
     with pytest.raises(ValueError, match=expected + r"Found 1 <image> tokens and 0 images in sample 0\.$"):
-        processor(images=[[], [images[0]]], text=["<image> a", "<image> b"])
+        processor(images=[[], images[:2]], text=["<image> a", "<image> b"])
+    # Totals that differ get the library's wording first, as for a flat list (transformers' processor mixin).
+    with pytest.raises(ValueError, match=r"^The total number of <image> tokens in the prompts should be the same as "):
+        processor(images=[[images[0]], images[:3]], text=["<image> a", "<image> <image> b"])
     with pytest.raises(ValueError, match=r"^images are given for 1 samples but the text has 2 samples$"):
         processor(images=[[images[0]]], text=["<image> a", "b"])
 

@@ -76,7 +76,7 @@ def call_hub(what: str, request: Callable[[], T], attempts: int = HUB_ATTEMPTS) 
     for attempt in range(1, attempts + 1):
         try:
             return request()
-        except Exception as error:  # noqa: BLE001: classified below, re-raised as one clear error
+        except Exception as error:  # noqa: BLE001 (classified below, re-raised as one clear error)
             # huggingface_hub wraps network failures (e.g. in LocalEntryNotFoundError): judge by the root cause.
             root = error.__cause__ if isinstance(error.__cause__, TRANSIENT) else error
             status = getattr(getattr(error, "response", None), "status_code", None)
