@@ -192,12 +192,54 @@ def run_toy_world_command(args: argparse.Namespace) -> None:
     print(f"Trained and evaluated in {time.perf_counter() - started:.0f} s; model saved to {args.output_dir}/model")
 
 
+def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
+    evaluate = subcommands.add_parser(
+        "eval",
+        help="evaluate a model with lmms-eval and write the results into its model card",
+        description=(
+            "Run lmms-eval (installed with the package's `eval` extra) on MODEL for TASKS (comma-separated lmms-eval "
+            "task names; the package's own, e.g. xgenmm_toy_world, included), write lmms-eval's JSON under "
+            "--output-path and, for a local folder, the results into its README.md (model-index), which `xgenmm "
+            "publish` publishes."
+        ),
+    )
+    evaluate.add_argument("model", help="a model folder (or Hub id)")
+    evaluate.add_argument("--tasks", required=True, help="comma-separated lmms-eval task names")
+    evaluate.add_argument("--output-path", default="runs/eval", help="where lmms-eval writes its results")
+    evaluate.add_argument("--batch-size", type=positive_int, default=1, help="prompts per generate call")
+    evaluate.add_argument("--num-shots", type=int, default=0, help="in-context examples (base models: 0, 4, 8)")
+    evaluate.add_argument("--limit", type=positive_int, help="only the first N documents of each task (testing)")
+    evaluate.add_argument("--model-args", default="", help="more model_args for lmms-eval, e.g. dtype=bfloat16")
+    evaluate.add_argument("--force-simple", action="store_true", help="lmms-eval's plain mode (likelihood tasks)")
+    evaluate.add_argument("--log-samples", action="store_true", help="also write every prompt's output")
+    evaluate.add_argument("--no-card", action="store_true", help="leave the model card as it is")
+    evaluate.set_defaults(handler=run_eval_command)
+
+
+def run_eval_command(args: argparse.Namespace) -> None:
+    from .eval.run import run_eval
+
+    run_eval(
+        args.model,
+        args.tasks,
+        args.output_path,
+        write_card=not args.no_card,
+        batch_size=args.batch_size,
+        num_shots=args.num_shots,
+        limit=args.limit,
+        model_args=args.model_args,
+        force_simple=args.force_simple,
+        log_samples=args.log_samples,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xgenmm", description="xGen-MM (BLIP-3) tools.")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_convert_command(subcommands)
     add_publish_command(subcommands)
     add_toy_world_command(subcommands)
+    add_eval_command(subcommands)
     return parser
 
 
@@ -213,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"xgenmm {args.command}: error: {one_line(error)}\n")
     except HfHubHTTPError as error:
         parser.exit(1, f"xgenmm {args.command}: error: the Hub refused the request: {one_line(error)}\n")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         # Anything else the inputs can cause (an unreadable file, a malformed config the library rejects).
         parser.exit(1, f"xgenmm {args.command}: error: {type(error).__name__}: {one_line(error)}\n")
     return 0

@@ -10,6 +10,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..configuration_xgenmm import XGenMMConfig
+from ..eval.results import report_results
 from ..modeling_xgenmm import XGenMMForConditionalGeneration
 from .variants import is_instruct
 
@@ -207,6 +208,10 @@ def model_card(config: XGenMMConfig, repo_id: str, variant: str | None = None) -
         datasets=list(facts.datasets) or None,
         widget=widget_examples(instruct, facts.multi_image),
     )
+    published = report_results(facts.few_shot_results, facts.benchmark_results)
+    if published:  # the report's numbers as structured results (model-index), with their source
+        card_data.eval_results = published
+        card_data.model_name = facts.title
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),

@@ -27,6 +27,11 @@ def format_accuracy_table(accuracy: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def normalised_answer(text: str) -> str:
+    """How an answer is compared with the expected one: stripped, without a final full stop, lower case."""
+    return text.strip().rstrip(".").lower()
+
+
 @torch.no_grad()
 def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32) -> list[str]:
     """Greedy answers to the question rows (their last turn, the answer, left out), normalised: stripped, without a
@@ -45,7 +50,7 @@ def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32)
         )
         generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
         decoded = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
-        answers.extend(answer.strip().rstrip(".").lower() for answer in decoded)
+        answers.extend(normalised_answer(answer) for answer in decoded)
     return answers
 
 
@@ -69,4 +74,4 @@ def hallucination_rates(model, processor, rows) -> dict[str, float]:
     return {"hallucination_rate": wrong / len(answers), "absent_attribute_rate": absent / len(answers)}
 
 
-__all__ = ["answer_accuracy", "format_accuracy_table", "greedy_answers", "hallucination_rates"]
+__all__ = ["answer_accuracy", "format_accuracy_table", "greedy_answers", "hallucination_rates", "normalised_answer"]

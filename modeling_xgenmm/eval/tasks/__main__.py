@@ -1,0 +1,4 @@
+from . import TASKS_DIR
+
+
+print(TASKS_DIR)
