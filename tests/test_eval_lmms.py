@@ -17,7 +17,7 @@ from modeling_xgenmm.cli import main as xgenmm
 from modeling_xgenmm.eval.fewshot import Shot, draw_shots, few_shot_prompt
 from modeling_xgenmm.eval.lmms import XGenMM
 from modeling_xgenmm.eval.results import lmms_eval_results, write_card_results
-from modeling_xgenmm.eval.tasks.xgenmm_toy_world.task import interleaved
+from modeling_xgenmm.eval.tasks import interleaved
 from modeling_xgenmm.hub.variants import build_processor
 from modeling_xgenmm.toy_world.evaluation import greedy_answers
 from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, held_out_rows, run_toy_world

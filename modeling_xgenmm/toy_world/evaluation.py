@@ -33,9 +33,11 @@ def normalised_answer(text: str) -> str:
 
 
 @torch.no_grad()
-def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32) -> list[str]:
+def greedy_answers(
+    model, processor, rows: Sequence[dict], batch_size: int = 32, temperature: float | None = None
+) -> list[str]:
     """Greedy answers to the question rows (their last turn, the answer, left out), normalised: stripped, without a
-    final full stop, lower case."""
+    final full stop, lower case. With `temperature`, one sampled answer per question instead (seed it first)."""
     model.eval()
     answers = []
     for start in range(0, len(rows), batch_size):
@@ -48,16 +50,20 @@ def greedy_answers(model, processor, rows: Sequence[dict], batch_size: int = 32)
             return_tensors="pt",
             processor_kwargs={"padding": True, "padding_side": "left"},
         )
-        generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {"do_sample": False}
+        generated = model.generate(**inputs, max_new_tokens=12, **sampling)
         decoded = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
         answers.extend(normalised_answer(answer) for answer in decoded)
     return answers
 
 
-def answer_accuracy(model, processor, rows: Sequence[dict], batch_size: int = 32) -> dict[str, float]:
-    """Exact-match accuracy of greedy answers per question kind (normalised as `greedy_answers` does)."""
+def answer_accuracy(
+    model, processor, rows: Sequence[dict], batch_size: int = 32, temperature: float | None = None
+) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers per question kind (normalised as `greedy_answers` does); with
+    `temperature`, of one sampled answer per question."""
     correct = defaultdict(list)
-    for index, answer in enumerate(greedy_answers(model, processor, rows, batch_size)):
+    for index, answer in enumerate(greedy_answers(model, processor, rows, batch_size, temperature)):
         correct[rows[index]["kind"]].append(answer == rows[index]["answer"])
     return {kind: sum(hits) / len(hits) for kind, hits in correct.items()}
 

@@ -7,4 +7,12 @@ from pathlib import Path
 
 TASKS_DIR = Path(__file__).resolve().parent
 
-__all__ = ["TASKS_DIR"]
+
+def interleaved(rows, count: int) -> list:
+    """The toy world's held-out rows (`count` single-image, then `count` two-image) alternating, as the
+    `xgenmm_toy_world` task orders them, so that lmms-eval's `--limit` takes both kinds. (Here, not in the task's
+    module: that one imports lmms-eval's task API, which sets PIL's `LOAD_TRUNCATED_IMAGES` for the whole process.)"""
+    return [rows[index + offset] for index in range(count) for offset in (0, count)]
+
+
+__all__ = ["TASKS_DIR", "interleaved"]

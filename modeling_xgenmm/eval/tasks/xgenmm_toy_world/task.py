@@ -5,6 +5,7 @@ package's own evaluation scores), rendered in memory, and a training split of ot
 from datasets import Dataset, DatasetDict
 from lmms_eval.api.task import ConfigurableMessagesTask
 
+from modeling_xgenmm.eval.tasks import interleaved
 from modeling_xgenmm.toy_world.data import ToyWorldRows, question_row
 from modeling_xgenmm.toy_world.evaluation import normalised_answer
 from modeling_xgenmm.toy_world.recipe import held_out_rows
@@ -19,12 +20,6 @@ def as_doc(row: dict) -> dict:
 
 def docs(rows) -> Dataset:
     return Dataset.from_list([as_doc(rows[index]) for index in range(len(rows))])
-
-
-def interleaved(rows, count: int) -> list:
-    """The held-out rows (`count` single-image, then `count` two-image) alternating, so that lmms-eval's `--limit`
-    takes both kinds."""
-    return [rows[index + offset] for index in range(count) for offset in (0, count)]
 
 
 class ToyWorldTask(ConfigurableMessagesTask):
