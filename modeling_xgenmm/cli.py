@@ -14,6 +14,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from huggingface_hub.errors import HfHubHTTPError
@@ -219,7 +220,7 @@ def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
 def run_eval_command(args: argparse.Namespace) -> None:
     from .eval.run import run_eval
 
-    run_eval(
+    results_file = run_eval(
         args.model,
         args.tasks,
         args.output_path,
@@ -231,6 +232,9 @@ def run_eval_command(args: argparse.Namespace) -> None:
         force_simple=args.force_simple,
         log_samples=args.log_samples,
     )
+    card = Path(args.model) / "README.md"
+    written_to_card = not args.no_card and card.parent.is_dir()
+    print(f"lmms-eval results: {results_file}" + (f"; written into the model card {card}" if written_to_card else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,14 +64,19 @@ class XGenMM(lmms):
         self.max_new_tokens = int(max_new_tokens)
         self.num_shots = int(num_shots)
         self.shots_seed = int(shots_seed)
-        self.instruct = is_instruct(AutoConfig.from_pretrained(pretrained, trust_remote_code=remote))
+        config = AutoConfig.from_pretrained(pretrained, trust_remote_code=remote)
+        self.instruct = is_instruct(config)
         if self.num_shots and self.instruct:
             raise ValueError(
                 "num_shots is the base model's in-context protocol; this is an instruct (chat) model: evaluate it "
                 "zero-shot or use a base checkpoint"
             )
         self.model = AutoModelForImageTextToText.from_pretrained(
-            pretrained, dtype=DTYPES[dtype], trust_remote_code=remote, attn_implementation=attn_implementation
+            pretrained,
+            config=config,
+            dtype=DTYPES[dtype],
+            trust_remote_code=remote,
+            attn_implementation=attn_implementation,
         ).to(self.device)
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=remote)
@@ -205,15 +210,16 @@ class XGenMM(lmms):
     @torch.no_grad()
     def generate_until(self, requests) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
+        prompts = [self._prompt_of(request.args) for request in requests]  # decodes each document's images once
         groups: dict[str, list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault(repr(sorted(self._prompt_of(request.args)[2].items())), []).append(index)
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(repr(sorted(prompt[2].items())), []).append(index)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                prompts = [self._prompt_of(requests[index].args) for index in chunk]
-                kwargs, until = self._generation_kwargs(prompts[0][2])
-                inputs = self._encode(*self._texts_and_images([(p[0], p[1], p[3], p[4]) for p in prompts]))
+                batch = [prompts[index] for index in chunk]
+                kwargs, until = self._generation_kwargs(batch[0][2])
+                inputs = self._encode(*self._texts_and_images([(p[0], p[1], p[3], p[4]) for p in batch]))
                 generated = self.model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1] :]
                 for index, ids in zip(chunk, generated):
                     text = self.processor.decode(ids, skip_special_tokens=True)

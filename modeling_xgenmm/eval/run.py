@@ -34,8 +34,9 @@ def lmms_eval_command(
     return command
 
 
-def run_eval(model: str, tasks: str, output_path: str, write_card: bool = True, **options) -> dict:
-    """Runs lmms-eval and returns its results JSON; with `write_card`, a local model folder's README.md gets them."""
+def run_eval(model: str, tasks: str, output_path: str, write_card: bool = True, **options) -> Path:
+    """Runs lmms-eval and returns the results file it wrote; with `write_card`, a local model folder's README.md gets
+    the results too."""
     output = Path(output_path)
     output.mkdir(parents=True, exist_ok=True)
     started = set(output.rglob("*_results.json"))
@@ -45,11 +46,10 @@ def run_eval(model: str, tasks: str, output_path: str, write_card: bool = True, 
     path = latest_results_file(output)
     if path in started:
         raise RuntimeError(f"lmms-eval wrote no new results under {output} (is every task name right?)")
-    results = read_results(path)
     if write_card and Path(model).is_dir():
-        write_card_results(model, lmms_eval_results(results, num_shots=options.get("num_shots") or None))
-        print(f"results written to {path} and to the model card {Path(model) / 'README.md'}")
-    return results
+        results = lmms_eval_results(read_results(path), num_shots=options.get("num_shots") or None)
+        write_card_results(model, results)
+    return path
 
 
 __all__ = ["lmms_eval_command", "run_eval"]

@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 from ..train.policy import freeze_vision_tower, load_model_and_processor
 from .data import ToyWorldRows, pair_row, question_row
 from .evaluation import answer_accuracy, normalised_answer
-from .recipe import SINGLE_IMAGE_KINDS, TWO_IMAGE_KINDS, held_out_rows
+from .recipe import held_out_rows, kind_means
 from .settings import ToyWorldSettings
 
 
@@ -91,9 +91,8 @@ def held_out_accuracy(model, processor, settings: ToyWorldGRPOSettings) -> dict[
     accuracy = answer_accuracy(model, processor, rows)
     torch.manual_seed(settings.seed)
     sampled = answer_accuracy(model, processor, rows, temperature=settings.temperature)
-    for prefix, values in (("", accuracy), ("sampled_", sampled)):
-        accuracy[f"{prefix}single_image"] = sum(values[kind] for kind in SINGLE_IMAGE_KINDS) / len(SINGLE_IMAGE_KINDS)
-        accuracy[f"{prefix}two_image"] = sum(values[kind] for kind in TWO_IMAGE_KINDS) / len(TWO_IMAGE_KINDS)
+    accuracy.update(kind_means(accuracy))
+    accuracy.update({f"sampled_{name}": mean for name, mean in kind_means(sampled).items()})
     return accuracy
 
 

@@ -87,6 +87,14 @@ def held_out_rows(settings: ToyWorldSettings) -> ConcatDataset:
     )
 
 
+def kind_means(accuracy: dict[str, float]) -> dict[str, float]:
+    """`single_image` and `two_image`: the mean accuracy of the single- and of the two-image question kinds."""
+    return {
+        "single_image": sum(accuracy[kind] for kind in SINGLE_IMAGE_KINDS) / len(SINGLE_IMAGE_KINDS),
+        "two_image": sum(accuracy[kind] for kind in TWO_IMAGE_KINDS) / len(TWO_IMAGE_KINDS),
+    }
+
+
 def run_toy_world(
     output_dir: str | os.PathLike,
     settings: ToyWorldSettings | None = None,
@@ -127,7 +135,6 @@ def run_toy_world(
     trainer.save_model(str(output_dir / "model"))
 
     accuracy = answer_accuracy(model, processor, held_out_rows(settings))
-    accuracy["single_image"] = sum(accuracy[kind] for kind in SINGLE_IMAGE_KINDS) / len(SINGLE_IMAGE_KINDS)
-    accuracy["two_image"] = sum(accuracy[kind] for kind in TWO_IMAGE_KINDS) / len(TWO_IMAGE_KINDS)
+    accuracy.update(kind_means(accuracy))
     logger.info(f"toy world trained and evaluated in {time.perf_counter() - started:.0f} s")
     return accuracy
