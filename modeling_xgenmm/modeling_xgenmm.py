@@ -575,6 +575,7 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        skip_logits: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MultimodalCausalLMOutputWithPast:
         r"""
@@ -585,6 +586,12 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         labels (`torch.LongTensor` of shape `(batch, seq)`, *optional*):
             Next-token targets aligned with `input_ids` (shifted inside the loss); -100 is ignored. Labels without any
             target give a zero loss.
+        skip_logits (`bool`, *optional*):
+            Runs the head only on the positions that have a target (next-token label not -100), computes the loss
+            from them and returns no logits (`logits=None`), as Liger's fused linear + cross-entropy does: the same
+            loss and gradients for a fraction of the head's work and memory when most tokens are image or prompt
+            tokens. Defaults to `True` in training mode when `labels` are given (and `logits_to_keep` is 0), else
+            `False`; pass `skip_logits=False` to get the logits while training.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -598,6 +605,22 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
             mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
+        if skip_logits is None:
+            all_positions = isinstance(logits_to_keep, int) and logits_to_keep == 0
+            skip_logits = self.training and labels is not None and all_positions
+        if skip_logits:
+            if labels is None:
+                raise ValueError("skip_logits=True computes the loss without logits, so it needs labels")
+            loss = self.loss_on_labelled_positions(outputs.last_hidden_state, labels, **kwargs)
+            return MultimodalCausalLMOutputWithPast(
+                loss=loss,
+                logits=None,
+                cache=outputs.cache,
+                hidden_states=outputs.hidden_states,
+                attentions=outputs.attentions,
+                image_outputs=outputs.image_outputs,
+            )
+
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)
 
@@ -616,6 +639,31 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
+        )
+
+    def loss_on_labelled_positions(
+        self,
+        hidden_states: torch.Tensor,
+        labels: torch.Tensor,
+        shift_labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        """The model's loss (`self.loss_function`, with `num_items_in_batch` when given) from the head's output on
+        the positions whose next-token label is not -100 only; `shift_labels` are read as already shifted."""
+        if shift_labels is None:
+            shift_labels = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+        shift_labels = shift_labels.to(hidden_states.device)
+        labelled = shift_labels != -100
+        if not labelled.any():
+            # No target token: a zero loss that still reaches every weight, not the NaN of 0 / 0.
+            return self.lm_head(hidden_states[:, :1]).sum() * 0.0
+        logits = self.lm_head(hidden_states[labelled])
+        return self.loss_function(
+            logits=logits,
+            labels=None,
+            shift_labels=shift_labels[labelled],
+            vocab_size=self.config.text_config.vocab_size,
+            **kwargs,
         )
 
 

@@ -276,6 +276,58 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def loss_and_gradients(model, batch: dict, **kwargs) -> tuple:
+    model.zero_grad(set_to_none=True)
+    outputs = model(**batch, **kwargs)
+    outputs.loss.backward()
+    grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    return outputs, grads
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("num_items_in_batch", [None, 11])
+def test_training_runs_the_head_on_labelled_positions_only_with_the_full_heads_loss_and_gradients(
+    attention, num_items_in_batch
+):
+    config = tiny_config()
+    samples = [make_sample(config, [LARGE], num_text=9, seed=7), make_sample(config, [TALL, WIDE], num_text=4, seed=8)]
+    batch = collate(config, samples, padding_side="right")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels[:, : labels.shape[1] - 6] = -100  # targets on the last tokens only, as an answer after image + prompt
+    batch["labels"] = labels
+    labelled_rows = []
+    model = tiny_model(seed=2, attn_implementation=attention).train()
+    model.lm_head.register_forward_hook(lambda head, args, output: labelled_rows.append(args[0].shape[:-1]))
+    full, full_grads = loss_and_gradients(model, batch, skip_logits=False, num_items_in_batch=num_items_in_batch)
+    fused, fused_grads = loss_and_gradients(model, batch, num_items_in_batch=num_items_in_batch)
+
+    assert full.logits.shape[:2] == batch["input_ids"].shape and fused.logits is None
+    targets = int((labels[:, 1:] != -100).sum())
+    assert labelled_rows == [batch["input_ids"].shape, torch.Size([targets])]
+    torch.testing.assert_close(fused.loss, full.loss, rtol=1e-6, atol=1e-6)
+    assert fused_grads.keys() == full_grads.keys() and "lm_head.weight" in fused_grads
+    for name in full_grads:
+        torch.testing.assert_close(fused_grads[name], full_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_labelled_positions_head_takes_shift_labels_and_gives_zero_loss_without_targets():
+    config = tiny_config()
+    batch = collate(config, [make_sample(config, [LARGE], num_text=6, seed=3)], padding_side="right")
+    model = tiny_model(seed=2).train()
+    labels = batch["input_ids"].clone()
+    labels[:, :-4] = -100
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    full, _ = loss_and_gradients(model, batch, labels=labels, skip_logits=False)
+    from_shifted, _ = loss_and_gradients(model, batch, labels=labels, shift_labels=shifted)
+    torch.testing.assert_close(from_shifted.loss, full.loss, rtol=1e-6, atol=1e-6)
+
+    nothing, grads = loss_and_gradients(model, batch, labels=torch.full_like(labels, -100))
+    assert nothing.loss.item() == 0.0 and grads and all(not grad.any() for grad in grads.values())
+    with pytest.raises(ValueError, match="skip_logits=True computes the loss without logits, so it needs labels"):
+        model(**batch, skip_logits=True)
+    assert model.eval()(**batch, labels=labels).logits is not None  # evaluation keeps the logits
+
+
 def test_auto_device_map_never_splits_a_block():
     model = tiny_model()
     no_split = model._no_split_modules
