@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import PIL.Image
@@ -322,14 +323,6 @@ class XGenMMImageProcessingMixin:
         pinpoints = kwargs.get("image_grid_pinpoints") or self.image_grid_pinpoints
         return 1 + max((height // size.height) * (width // size.width) for height, width in pinpoints)
 
-    def _padded_rows(self, views_per_image, size, anyres, image_grid_pinpoints, zeros):
-        """`(images, max_views, 3, height, width)` from each image's views, zero views after them."""
-        width = self.get_max_num_image_views(size=size, anyres=anyres, image_grid_pinpoints=image_grid_pinpoints)
-        rows = zeros((len(views_per_image), width, *views_per_image[0][0].shape))
-        for index, views in enumerate(views_per_image):
-            rows[index, : len(views)] = views
-        return rows
-
     def to_dict(self):
         output = super().to_dict()
         # `register_for_auto_class` records one class; a Hub folder should offer both backends.
@@ -378,19 +371,34 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
         return_tensors: str | TensorType | None,
         **kwargs,
     ) -> BatchFeature:
-        per_image = []
-        for image in images:
-            views = []
-            for view in self._image_views(image, size, anyres, image_grid_pinpoints, resample):
-                if do_rescale:
-                    view = self.rescale(view, rescale_factor)
-                if do_normalize:
-                    view = self.normalize(view, image_mean, image_std)
-                views.append(view)
-            per_image.append(views)
-        pixel_values = self._padded_rows(
-            per_image, size, anyres, image_grid_pinpoints, lambda shape: np.zeros(shape, np.float32)
-        )
+        # Every view is uint8 RGB, so rescaling and normalising map each (channel, level) to one value: the library's
+        # own ops applied once to the 256 levels of each channel give a table, and the views are looked up in it,
+        # straight into their place in the output. The same float32 values as applying the ops to every view.
+        table = np.arange(256, dtype=np.uint8)[None, None].repeat(3, axis=0)  # (channels, 1, levels)
+        if do_rescale:
+            table = self.rescale(table, rescale_factor)
+        if do_normalize:
+            table = self.normalize(table, image_mean, image_std)
+        table = table[:, 0]
+        width = self.get_max_num_image_views(size=size, anyres=anyres, image_grid_pinpoints=image_grid_pinpoints)
+        pixel_values = np.zeros((len(images), width, 3, size.height, size.width), table.dtype)
+
+        def fill_row(index: int) -> None:
+            for view_index, view in enumerate(
+                self._image_views(images[index], size, anyres, image_grid_pinpoints, resample)
+            ):
+                for channel, levels in enumerate(view):
+                    np.take(table[channel], levels, out=pixel_values[index, view_index, channel])
+
+        # Pillow's resizing and numpy's lookups release the GIL: images are processed on torch's intra-op threads
+        # (one in DataLoader workers, which set it so).
+        threads = min(len(images), torch.get_num_threads())
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(fill_row, range(len(images))))
+        else:
+            for index in range(len(images)):
+                fill_row(index)
         image_sizes = [[image.height, image.width] for image in images]
         return BatchFeature(
             data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors
@@ -449,41 +457,47 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         device: "torch.device | str | None" = None,
         **kwargs,
     ) -> BatchFeature:
-        views = []
-        for image in images:
-            pixels, interpolation = self._image_to_tensor(image, resample, device)
-            views.append(self._image_views(pixels, interpolation, size, anyres, image_grid_pinpoints))
-        # Each image has its own sizes, so resizing is per image; normalising all views is one batched op.
-        normalized = self.rescale_and_normalize(
-            torch.cat(views), do_rescale, rescale_factor, do_normalize, image_mean, image_std
-        )
-        per_image = normalized.split([len(image_views) for image_views in views])
-        pixel_values = self._padded_rows(per_image, size, anyres, image_grid_pinpoints, normalized.new_zeros)
+        prepared = [self._image_to_tensor(image, resample, device) for image in images]
+        counts = [self.get_num_image_views((image.height, image.width), size=size, anyres=anyres,
+                                           image_grid_pinpoints=image_grid_pinpoints) for image in images]  # fmt: skip
+        width = self.get_max_num_image_views(size=size, anyres=anyres, image_grid_pinpoints=image_grid_pinpoints)
+        # Views are written as they are cut, converted to float32 on the way, into their place in the output.
+        shape = (len(images), width, 3, size.height, size.width)
+        dtype = torch.float32 if do_rescale or do_normalize else torch.uint8
+        device = prepared[0][0].device
+        if device.type == "cpu":
+            # numpy's allocation: its pages fault in at half the cost of torch's on first write (measured).
+            pixel_values = torch.from_numpy(np.empty(shape, np.float32 if dtype == torch.float32 else np.uint8))
+        else:
+            pixel_values = torch.empty(shape, dtype=dtype, device=device)
+        # Images of one size and mode are resized together, as one batch (one kernel call per size on a GPU).
+        batches: dict[tuple, list[int]] = {}
+        for index, (pixels, interpolation) in enumerate(prepared):
+            batches.setdefault((tuple(pixels.shape), interpolation), []).append(index)
+        for (_, interpolation), indices in batches.items():
+            # Stacked channels-last, as each image comes: torchvision's fast uint8 kernels need that memory format.
+            if len(indices) == 1:
+                pixels = prepared[indices[0]][0][None]
+            else:
+                pixels = torch.stack([prepared[index][0].permute(1, 2, 0) for index in indices]).permute(0, 3, 1, 2)
+            self._write_views(pixels, interpolation, size, anyres, image_grid_pinpoints, pixel_values, indices)
+        mean, std = image_mean, image_std
+        if do_rescale and do_normalize:  # rescaling folded into the normalisation, as the library fuses them
+            mean = [value / rescale_factor for value in image_mean]
+            std = [value / rescale_factor for value in image_std]
+        mean = torch.tensor(mean, dtype=torch.float32, device=pixel_values.device).view(3, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32, device=pixel_values.device).view(3, 1, 1)
+        for index, count in enumerate(counts):
+            views = pixel_values[index, :count]
+            if do_normalize:
+                views.sub_(mean).div_(std)
+            elif do_rescale:
+                views.mul_(rescale_factor)
+            pixel_values[index, count:] = 0
         image_sizes = [[image.height, image.width] for image in images]
         return BatchFeature(
             data={"pixel_values": pixel_values, "image_sizes": image_sizes}, tensor_type=return_tensors
         )
-
-    def rescale_and_normalize(
-        self,
-        images: "torch.Tensor",
-        do_rescale: bool,
-        rescale_factor: float,
-        do_normalize: bool,
-        image_mean: tuple[float, ...],
-        image_std: tuple[float, ...],
-    ) -> "torch.Tensor":
-        if images.device.type != "cpu" or images.dtype != torch.uint8 or not do_normalize:
-            return super().rescale_and_normalize(
-                images, do_rescale, rescale_factor, do_normalize, image_mean, image_std
-            )
-        # On CPU numpy casts uint8 to float32 about four times faster than torch, and the cast dominated the run time;
-        # rescaling is then folded into the normalisation, which runs in place, as the library does.
-        if do_rescale:
-            image_mean = [mean / rescale_factor for mean in image_mean]
-            image_std = [std / rescale_factor for std in image_std]
-        images = torch.from_numpy(images.numpy().astype(np.float32))
-        return self.normalize(images, image_mean, image_std, inplace=True)
 
     @staticmethod
     def _image_to_tensor(
@@ -504,41 +518,50 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         return pixels, interpolation
 
     def _resize(self, pixels: "torch.Tensor", height: int, width: int, interpolation) -> "torch.Tensor":
-        """Resizes like Pillow: its vertical pass comes first exactly when the image shrinks vertically and
-        `2 * (new_width - width) > new_height - height` (measured on Pillow 13), so the uint8 rounding between the
-        two passes matches."""
+        """Resizes `(..., channels, height, width)` like Pillow: its vertical pass comes first exactly when the image
+        shrinks vertically and `2 * (new_width - width) > new_height - height` (measured on Pillow 13), so the uint8
+        rounding between the two passes matches."""
         old_height, old_width = pixels.shape[-2:]
         if interpolation == tvF.InterpolationMode.NEAREST:
             rows = _pillow_nearest_indices(old_height, height, pixels.device)
             columns = _pillow_nearest_indices(old_width, width, pixels.device)
-            return pixels.index_select(1, rows).index_select(2, columns)
+            return pixels.index_select(-2, rows).index_select(-1, columns)
         if height < old_height and 2 * (width - old_width) > height - old_height:
             pixels = self.resize(pixels, SizeDict(height=height, width=old_width), resample=interpolation)
-        # torchvision returns uint8 resizes channels-last; the crops, padding and concatenation are far faster
-        # on contiguous channels-first tensors.
-        resized = self.resize(pixels, SizeDict(height=height, width=width), resample=interpolation).contiguous()
-        return _unpremultiply(resized) if resized.shape[0] == 4 else resized
+        resized = self.resize(pixels, SizeDict(height=height, width=width), resample=interpolation)
+        return _unpremultiply(resized) if resized.shape[-3] == 4 else resized
 
-    def _image_views(
+    def _write_views(
         self,
         pixels: "torch.Tensor",
         interpolation,
         size: SizeDict,
         anyres: bool,
         image_grid_pinpoints: list[list[int]],
-    ) -> "torch.Tensor":
-        """uint8 `(views, 3, height, width)`: the global view, then the grid crops row-major."""
-        views = [self._resize(pixels, size.height, size.width, interpolation).unsqueeze(0)]
-        if anyres:
-            image_size = tuple(pixels.shape[-2:])
-            best_height, best_width = self.best_resolution(image_size, image_grid_pinpoints)
-            fit_height, fit_width = fitted_size(image_size, (best_height, best_width))
-            resized = self._resize(pixels, fit_height, fit_width, interpolation)
-            left, top = (best_width - fit_width) // 2, (best_height - fit_height) // 2
-            padding = [left, top, best_width - fit_width - left, best_height - fit_height - top]
-            canvas = tvF.pad(resized, padding, fill=0)
-            views.append(torch.stack(divide_to_patches(canvas, (size.height, size.width))))
-        return torch.cat(views)
+        pixel_values: "torch.Tensor",
+        indices: list[int],
+    ) -> None:
+        """Writes the views of uint8 images `(images, channels, height, width)` of one size into the rows `indices`
+        of `pixel_values`: the global view, then the grid crops row-major."""
+        global_views = self._resize(pixels, size.height, size.width, interpolation)
+        for batch_index, index in enumerate(indices):
+            pixel_values[index, 0].copy_(global_views[batch_index])
+        if not anyres:
+            return
+        image_size = tuple(pixels.shape[-2:])
+        best_height, best_width = self.best_resolution(image_size, image_grid_pinpoints)
+        fit_height, fit_width = fitted_size(image_size, (best_height, best_width))
+        # torchvision returns uint8 resizes channels-last; padding is far faster on channels-first tensors.
+        resized = self._resize(pixels, fit_height, fit_width, interpolation).contiguous()
+        left, top = (best_width - fit_width) // 2, (best_height - fit_height) // 2
+        padding = [left, top, best_width - fit_width - left, best_height - fit_height - top]
+        canvas = tvF.pad(resized, padding, fill=0)
+        columns = best_width // size.width
+        for batch_index, index in enumerate(indices):
+            for crop in range((best_height // size.height) * columns):
+                top, left = (crop // columns) * size.height, (crop % columns) * size.width
+                view = canvas[batch_index, :, top : top + size.height, left : left + size.width]
+                pixel_values[index, 1 + crop].copy_(view)
 
 
 def _pillow_nearest_indices(old_size: int, new_size: int, device) -> "torch.Tensor":
@@ -554,7 +577,7 @@ def _pillow_nearest_indices(old_size: int, new_size: int, device) -> "torch.Tens
 def _unpremultiply(pixels: "torch.Tensor") -> "torch.Tensor":
     """RGB of premultiplied uint8 RGBA with Pillow's integer rule (colour * 255 // alpha, unchanged where alpha is 0
     or 255); the alpha itself is dropped, as pasting and `convert("RGB")` do in the original."""
-    colour, alpha = pixels[:3].int(), pixels[3:].int()
+    colour, alpha = pixels[..., :3, :, :].int(), pixels[..., 3:, :, :].int()
     restored = torch.clamp(colour * 255 // alpha.clamp(min=1), max=255)
     keep = (alpha == 0) | (alpha == 255)
     return torch.where(keep, colour, restored).to(torch.uint8)
