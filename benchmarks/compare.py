@@ -118,6 +118,15 @@ def output_checks(baseline: dict, candidate: dict) -> dict:
     return checks
 
 
+def best_of_rounds(rounds: list[dict]) -> dict:
+    """Each measurement's best round (fastest time, highest rate or bandwidth); sizes are the same every round."""
+    best = {}
+    for metric in rounds[0]:
+        values = [measured[metric] for measured in rounds]
+        best[metric] = min(values) if metric in METRICS and not METRICS[metric][1] else max(values)
+    return best
+
+
 def ratio(metric: str, baseline: float, candidate: float) -> float:
     return candidate / baseline if METRICS[metric][1] else baseline / candidate
 
@@ -134,6 +143,17 @@ def table(best: dict, names: tuple[str, str]) -> str:
         target_text = "" if target is None else f">= {target:g}"
         lines.append(f"{label:<46} {first:>12.4g} {second:>12.4g} {speedup:>8.2f}x {target_text:>7}  {met}")
     candidate = best[names[1]]
+    if "read_bandwidth_bytes_per_s" in candidate:
+        bandwidth = candidate["read_bandwidth_bytes_per_s"]
+        lines.append(f"\ncandidate batch-1 decode against the bandwidth ceiling (reads {bandwidth / 1e9:.1f} GB/s):")
+        for dtype in ("float32", "bfloat16"):
+            weights = candidate[f"decode_weight_bytes_{dtype}_b1"]
+            ceiling = bandwidth / weights
+            measured = candidate[f"decode_tokens_per_s_{dtype}_b1"]
+            lines.append(
+                f"  {dtype:<9} {weights / 1e6:6.1f} MB of weights per token: ceiling {ceiling:6.1f} tokens/s, "
+                f"measured {measured:6.1f} = {measured / ceiling:.0%} of it"
+            )
     if "decode_tokens_per_s_bfloat16_b1" in candidate:
         speedup = candidate["decode_tokens_per_s_bfloat16_b1"] / candidate["decode_tokens_per_s_float32_b1"]
         met = "yes" if speedup >= BF16_OVER_FP32_TARGET else "no"
@@ -179,14 +199,7 @@ def main():
             for name in names:
                 rounds[name].append(measured[name])
             print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
-        best = {
-            name: {
-                metric: (max if METRICS[metric][1] else min)(measured[metric] for measured in rounds[name])
-                for metric in rounds[name][0]
-                if metric in METRICS
-            }
-            for name in names
-        }
+        best = {name: best_of_rounds(rounds[name]) for name in names}
         checks = output_checks(outputs[names[0]], outputs[names[1]])
 
     print(f"preset {args.preset}, {args.threads} thread(s), best of {args.rounds} interleaved rounds")

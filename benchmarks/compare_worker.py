@@ -77,7 +77,27 @@ def best(function, repeats: int):
     return min(times), result
 
 
+def read_bandwidth(repeats: int) -> float:
+    """Bytes/s of reading 1 GiB of float32 (`sum`), every page written first (untouched pages read as one shared zero
+    page, far faster than memory), at the process's thread count."""
+    data = torch.ones(2**28)
+    seconds, _ = best(data.sum, repeats)
+    return data.numel() * data.element_size() / seconds
+
+
+def decode_weight_bytes(model) -> int:
+    """Weight bytes one decode step reads: the language model without its input embedding (one row of it is read),
+    and the head."""
+    language_model = model.model.language_model
+    embedding = language_model.get_input_embeddings().weight
+    parameters = [*language_model.parameters(), *model.lm_head.parameters()]
+    return sum(p.numel() * p.element_size() for p in parameters if p is not embedding)
+
+
 def generation(model, processor, repeats: int, new_tokens: int) -> tuple[dict, dict]:
+    """TTFT and decode tokens/s, greedy, `new_tokens` per row: no end-of-sequence id, so that every run decodes them
+    all without a `min_new_tokens` processor (which scans the vocabulary every step) weighing on the decode."""
+    model.generation_config.eos_token_id = None  # as generation_speed.timed_generate
     timings, outputs = {}, {}
     for dtype in (torch.float32, torch.bfloat16):
         model.to(dtype)
@@ -92,7 +112,6 @@ def generation(model, processor, repeats: int, new_tokens: int) -> tuple[dict, d
                     **inputs,
                     do_sample=False,
                     max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
                     logits_processor=[clock],
                     output_scores=True,
                     return_dict_in_generate=True,
@@ -101,9 +120,11 @@ def generation(model, processor, repeats: int, new_tokens: int) -> tuple[dict, d
             name = f"{str(dtype).removeprefix('torch.')}_b{batch}"
             timings[f"ttft_{name}"] = min(first for first, _ in runs[1:])
             timings[f"decode_tokens_per_s_{name}"] = batch * (new_tokens - 1) / min(rest for _, rest in runs[1:])
+            timings[f"decode_weight_bytes_{name}"] = decode_weight_bytes(model)
             outputs[f"ids_{name}"] = generated.sequences
             outputs[f"scores_{name}"] = torch.stack(generated.scores, 1).float()
             outputs[f"input_ids_{name}"] = inputs["input_ids"]
+    timings["read_bandwidth_bytes_per_s"] = read_bandwidth(repeats)
     return timings, outputs
 
 

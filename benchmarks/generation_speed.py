@@ -8,8 +8,9 @@ Modes:
 - `static_compile`: sdpa, a static cache, and the decoding forward compiled by `torch.compile` (full graph) through
   `generate`'s `compile_config`; transformers runs the prefill uncompiled.
 
-Every row is one 5-view image and a short chat prompt. Every run is greedy with `min_new_tokens = max_new_tokens`
-(N), so an end-of-sequence token never stops a row early and every run decodes the same tokens. Inputs are on the
+Every row is one 5-view image and a short chat prompt. Every run is greedy without an end-of-sequence id, so that
+every run decodes the same N tokens (no `min_new_tokens` processor, which scans the vocabulary every step, weighs on
+the decode). Inputs are on the
 device before the clock starts. A logits processor notes the time when the first token's scores are ready (after a
 device synchronisation), which splits each `generate(max_new_tokens=N)` call in two; each part is the best of
 `repeats` runs that follow a warm-up run (which also compiles):
@@ -19,6 +20,7 @@ device synchronisation), which splits each `generate(max_new_tokens=N)` call in 
   the tokens after the first over the time they take.
 """
 
+import copy
 import time
 from functools import cache
 
@@ -110,14 +112,13 @@ def timed_generate(model, inputs: dict, settings: dict, new_tokens: int) -> tupl
     """Seconds of one `generate` call before and after the first token's scores are ready."""
     device = inputs["input_ids"].device
     clock = FirstTokenClock(device)
+    generation_config = copy.deepcopy(model.generation_config)
+    generation_config.update(**settings, do_sample=False, max_new_tokens=new_tokens, eos_token_id=None)
     synchronize(device)
     start = time.perf_counter()
     model.generate(
         **inputs,
-        **settings,
-        do_sample=False,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
+        generation_config=generation_config,
         logits_processor=LogitsProcessorList([clock]),
     )
     synchronize(device)

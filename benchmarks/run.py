@@ -30,6 +30,7 @@ shared CPU, `--threads 1` avoids the thread contention that otherwise dominates 
 """
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -254,8 +255,10 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def run(preset_name: str, device: torch.device) -> dict:
+def run(preset_name: str, device: torch.device, compile_backend: str | None = None) -> dict:
     preset = PRESETS[preset_name]
+    if compile_backend is not None:
+        preset = dataclasses.replace(preset, compile_backend=compile_backend)
     if preset.needs_cuda and device.type != "cuda":
         raise SystemExit(f"the {preset_name} preset needs a CUDA GPU, and the device is {device}")
     tokenizer = XGenMMTokenizer.from_pretrained(TOKENIZER_FOLDER)
@@ -400,11 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda where available)")
+    parser.add_argument(
+        "--compile_backend", help="torch.compile backend of static_compile (default: the preset's; tiny: eager)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results = run(args.preset, device)
+    results = run(args.preset, device, args.compile_backend)
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
