@@ -24,6 +24,7 @@ from modeling_xgenmm import XGenMMForConditionalGeneration
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
 from .generation_speed import FirstTokenClock, square_image
+from .gpu_ceilings import decode_weight_bytes
 from .image_processing import mixed_images
 from .presets import PRESETS, TOKENIZER_FOLDER, preset_config
 
@@ -83,15 +84,6 @@ def read_bandwidth(repeats: int) -> float:
     data = torch.ones(2**28)
     seconds, _ = best(data.sum, repeats)
     return data.numel() * data.element_size() / seconds
-
-
-def decode_weight_bytes(model) -> int:
-    """Weight bytes one decode step reads: the language model without its input embedding (one row of it is read),
-    and the head."""
-    language_model = model.model.language_model
-    embedding = language_model.get_input_embeddings().weight
-    parameters = [*language_model.parameters(), *model.lm_head.parameters()]
-    return sum(p.numel() * p.element_size() for p in parameters if p is not embedding)
 
 
 def generation(model, processor, repeats: int, new_tokens: int) -> tuple[dict, dict]:

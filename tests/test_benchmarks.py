@@ -122,3 +122,24 @@ def test_with_ceilings_the_cuda_checks_are_judged_and_reported(tiny_results, tin
     assert checks["load_peak_over_weights"]["passed"] is True
     text = report({**tiny_results, "checks": checks, "gpu_ceilings": gpu})
     assert "batch-1 decode ceiling tokens/s" in text and "| ttft_over_flop_floor" in text
+
+
+@pytest.mark.slow
+def test_compare_runs_two_checkouts_on_the_same_weights_and_checks_their_outputs(tmp_path):
+    """The committed HEAD against the working tree (the same model code in CI's clean clone): every output agrees."""
+    path = tmp_path / "compare.json"
+    command = [sys.executable, "-m", "benchmarks.compare", "HEAD", "--preset", "tiny", "--rounds", "1"]
+    command += ["--repeats", "1", "--json", str(path)]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "training step, batch 4" in completed.stdout and "bandwidth ceiling" in completed.stdout
+    result = json.loads(path.read_text())
+    checks = result["checks"]
+    assert {key for key, verdict in checks.items() if key.startswith(("ids_", "input_ids_"))} == {
+        f"{kind}_{name}" for kind in ("ids", "input_ids") for name in ("float32_b1", "float32_b8", "bfloat16_b1")
+    }
+    assert all(verdict == "equal" for key, verdict in checks.items() if key.startswith(("ids_", "input_ids_")))
+    assert checks["pixels_pil"] == checks["pixels_torchvision"] == "max |difference| 0 uint8 levels"
+    assert checks["loss"] == "max |difference| 0.00e+00"
+    for side in result["best"].values():
+        assert side["train_step_s"] > 0 and side["images_per_s_pil"] > 0 and side["decode_weight_bytes_float32_b1"] > 0
