@@ -611,27 +611,17 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         if skip_logits:
             if labels is None:
                 raise ValueError("skip_logits=True computes the loss without logits, so it needs labels")
-            loss = self.loss_on_labelled_positions(outputs.last_hidden_state, labels, **kwargs)
-            return MultimodalCausalLMOutputWithPast(
-                loss=loss,
-                logits=None,
-                cache=outputs.cache,
-                hidden_states=outputs.hidden_states,
-                attentions=outputs.attentions,
-                image_outputs=outputs.image_outputs,
-            )
-
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)
-
-        loss = None
-        if labels is not None and not (labels[..., 1:] != -100).any():
-            # No target token (every label -100): a zero loss that still reaches every weight, not the NaN of 0 / 0.
-            loss = logits.sum() * 0.0
-        elif labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+            loss, logits = self.loss_on_labelled_positions(outputs.last_hidden_state, labels, **kwargs), None
+        else:
+            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            loss = None
+            if labels is not None and not (labels[..., 1:] != -100).any():
+                # No target token (every label -100): a zero loss that still reaches every weight, not the NaN of 0/0.
+                loss = logits.sum() * 0.0
+            elif labels is not None:
+                loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                )
         return MultimodalCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
