@@ -13,12 +13,12 @@ import pstats
 
 import torch
 
-from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.hub.variants import build_processor
 from xgenmm_processing import XGenMMTokenizer
 
 from .generation_speed import generation_inputs
 from .presets import PRESETS, TOKENIZER_FOLDER, preset_config
+from .run import build_model
 
 
 MODEL_FILE = "modeling_xgenmm/modeling_xgenmm.py"
@@ -75,8 +75,7 @@ def main():
     torch.set_num_threads(args.threads)
     tokenizer = XGenMMTokenizer.from_pretrained(TOKENIZER_FOLDER)
     config = preset_config(PRESETS[args.preset], tokenizer)
-    torch.manual_seed(0)
-    model = XGenMMForConditionalGeneration._from_config(config, dtype=getattr(torch, args.dtype)).eval()
+    model = build_model(config, getattr(torch, args.dtype), torch.device("cpu"))
     inputs = generation_inputs(build_processor(config, tokenizer), 1, torch.device("cpu"))
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     split = decode_split(model, inputs)

@@ -10,10 +10,9 @@ Modes:
 
 Every row is one 5-view image and a short chat prompt. Every run is greedy without an end-of-sequence id, so that
 every run decodes the same N tokens (no `min_new_tokens` processor, which scans the vocabulary every step, weighs on
-the decode). Inputs are on the
-device before the clock starts. A logits processor notes the time when the first token's scores are ready (after a
-device synchronisation), which splits each `generate(max_new_tokens=N)` call in two; each part is the best of
-`repeats` runs that follow a warm-up run (which also compiles):
+the decode). Inputs are on the device before the clock starts. A logits processor notes the time when the first
+token's scores are ready (after a device synchronisation), which splits each `generate(max_new_tokens=N)` call in
+two; each part is the best of `repeats` runs that follow a warm-up run (which also compiles):
 
 - TTFT = from the call to the first token's scores: image encoding, prefill and the head.
 - decode tokens/s = batch * (N - 1) / (time from the first token's scores to the end of the call, synchronised):

@@ -485,12 +485,10 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         if do_rescale and do_normalize:  # rescaling folded into the normalisation, as the library fuses them
             mean = [value / rescale_factor for value in image_mean]
             std = [value / rescale_factor for value in image_std]
-        mean = torch.tensor(mean, dtype=torch.float32, device=pixel_values.device).view(3, 1, 1)
-        std = torch.tensor(std, dtype=torch.float32, device=pixel_values.device).view(3, 1, 1)
         for index, count in enumerate(counts):
             views = pixel_values[index, :count]
             if do_normalize:
-                views.sub_(mean).div_(std)
+                self.normalize(views, mean, std, inplace=True)
             elif do_rescale:
                 views.mul_(rescale_factor)
             pixel_values[index, count:] = 0
