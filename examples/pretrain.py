@@ -26,13 +26,18 @@ from modeling_xgenmm.train import (
     load_rows,
     peft_config_from_args,
 )
+from modeling_xgenmm.train.policy import quantization_config_from_args
 
 
 def main(argv: list[str] | None = None):
     parser = TrlParser((DataArguments, XGenMMTrainingArguments, XGenMMModelConfig))
     data_args, training_args, model_args = parser.parse_args_and_config(argv)
 
-    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=training_args.seed)
+    model, processor = load_model_and_processor(
+        model_args.model_name_or_path,
+        seed=training_args.seed,
+        quantization_config=quantization_config_from_args(model_args),
+    )
     rows = load_rows(*data_args.data)
 
     trainer = build_trainer(

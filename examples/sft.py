@@ -3,7 +3,8 @@
 
 Rows: `{"messages": [...], "images": [...]}` or LLaVA's `{"conversations": [...], "image": ...}` (formats in
 `modeling_xgenmm.train.rows`); the loss is on the assistant turns only. The vision tower stays frozen, the resampler
-and the language model train (`--use_peft` trains LoRA adapters on the language model instead).
+and the language model train (`--use_peft` trains LoRA adapters on the language model instead; adding
+`--load_in_4bit` trains them on a 4-bit language model, QLoRA).
 
     python examples/sft.py --model_name_or_path hub_configs/tiny-random --data sft.jsonl --output_dir runs/sft \
         --max_steps 100
@@ -25,13 +26,18 @@ from modeling_xgenmm.train import (
     load_rows,
     peft_config_from_args,
 )
+from modeling_xgenmm.train.policy import quantization_config_from_args
 
 
 def main(argv: list[str] | None = None):
     parser = TrlParser((DataArguments, XGenMMTrainingArguments, XGenMMModelConfig))
     data_args, training_args, model_args = parser.parse_args_and_config(argv)
 
-    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=training_args.seed)
+    model, processor = load_model_and_processor(
+        model_args.model_name_or_path,
+        seed=training_args.seed,
+        quantization_config=quantization_config_from_args(model_args),
+    )
     rows = load_rows(*data_args.data)
 
     trainer = build_trainer(

@@ -5,20 +5,24 @@
 - LoRA, when asked for, adapts the language model's linear layers only (`lora_target_modules`), with one set of
   defaults (`LORA_DEFAULTS`: rank 64, the report's ~2.5% of the language model);
 - fp32 master weights, bf16 mixed precision where CUDA has bf16, fp32 elsewhere; activation checkpointing on;
-  without any accelerator every process trains on the CPU (gloo across processes).
+  without any accelerator every process trains on the CPU (gloo across processes);
+- QLoRA (`--load_in_4bit --use_peft`) quantizes the language model's linear layers only (bitsandbytes); the vision
+  tower, the resampler and `lm_head` stay in full precision (`QUANTIZATION_SKIP_MODULES`).
 """
 
+import copy
 import hashlib
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig, PreTrainedModel
 from transformers.utils import logging
-from trl import ModelConfig
+from trl import ModelConfig, get_quantization_config
 
 from ..checkpoint.folders import has_weight_files
 
@@ -27,6 +31,10 @@ logger = logging.get_logger(__name__)
 
 # Rank 64 on every linear layer of Phi-3-mini is 100.7M weights, 2.6% of its 3.82B: the report's "~2.5%".
 LORA_DEFAULTS = {"r": 64, "lora_alpha": 128, "lora_dropout": 0.05}
+# What bitsandbytes leaves in full precision: everything outside the language model. transformers matches these as
+# module-name prefixes from the model's root (`should_convert_module`); given explicitly, they replace its default
+# skips, so `lm_head` is listed too.
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.resampler", "lm_head"]
 
 
 def bf16_available() -> bool:
@@ -146,11 +154,59 @@ def peft_config_from_args(model_args: ModelConfig, model: PreTrainedModel) -> Lo
     )
 
 
-def load_model_and_processor(name_or_path: str | Path, seed: int = 0, trust_remote_code: bool = False):
+def quantization_config_from_args(model_args: ModelConfig) -> BitsAndBytesConfig | None:
+    """`trl.get_quantization_config` with the package's policy: `None` without `--load_in_4bit` / `--load_in_8bit`;
+    otherwise the language model's linear layers only (`QUANTIZATION_SKIP_MODULES` stay in full precision), computing
+    in bf16 where `bf16_available()` and in fp32 elsewhere (TRL's `--dtype` is not used: the master weights are fp32).
+
+    Quantized weights cannot be trained, so quantization needs `--use_peft` (QLoRA: LoRA adapters on a 4-bit base).
+    """
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is None:
+        return None
+    if not model_args.use_peft:
+        flag = "--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit"
+        raise ValueError(
+            f"{flag} needs --use_peft: quantized weights cannot be trained, only LoRA adapters on top of them (QLoRA)"
+        )
+    quantization_config.llm_int8_skip_modules = list(QUANTIZATION_SKIP_MODULES)
+    if quantization_config.load_in_4bit:
+        quantization_config.bnb_4bit_compute_dtype = torch.bfloat16 if bf16_available() else torch.float32
+    return quantization_config
+
+
+def load_quantized_model(
+    name_or_path: str | Path, quantization_config: BitsAndBytesConfig, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """The model of a Hub id or folder with weights, quantized by bitsandbytes as `quantization_config` says (without
+    `llm_int8_skip_modules`, the language model only: `QUANTIZATION_SKIP_MODULES`), every other weight in fp32 and
+    frozen (`peft.prepare_model_for_kbit_training`; activation checkpointing stays the training arguments' choice)."""
+    if quantization_config.llm_int8_skip_modules is None:
+        quantization_config = copy.deepcopy(quantization_config)
+        quantization_config.llm_int8_skip_modules = list(QUANTIZATION_SKIP_MODULES)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path,
+        dtype=torch.float32,
+        quantization_config=quantization_config,
+        trust_remote_code=trust_remote_code,
+    )
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def load_model_and_processor(
+    name_or_path: str | Path,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    quantization_config: BitsAndBytesConfig | None = None,
+):
     """The model and processor of a Hub id or folder, in fp32 (the master weights of mixed-precision training).
 
     A local folder with a `config.json` but no weights (e.g. `hub_configs/tiny-random`) gives a model initialised
     at random with `seed`, identical on every process.
+
+    With `quantization_config` (`quantization_config_from_args`), the model is quantized by bitsandbytes and frozen
+    for QLoRA (`load_quantized_model`); a folder without weights is initialised at random first, saved to a
+    temporary folder and loaded from there quantized.
     """
     path = Path(name_or_path)
     if not path.exists() and (str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1):
@@ -162,8 +218,14 @@ def load_model_and_processor(name_or_path: str | Path, seed: int = 0, trust_remo
         logger.warning(f"{path} holds no weights: initialising the model at random (seed {seed})")
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-        return model.float(), processor
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code).float()
+        if quantization_config is None:
+            return model, processor
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            return load_quantized_model(folder, quantization_config, trust_remote_code), processor
+    if quantization_config is not None:
+        return load_quantized_model(name_or_path, quantization_config, trust_remote_code), processor
     model = AutoModelForImageTextToText.from_pretrained(
         name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code
     )
@@ -183,15 +245,18 @@ def weights_sha256(model: nn.Module) -> str:
 
 __all__ = [
     "LORA_DEFAULTS",
+    "QUANTIZATION_SKIP_MODULES",
     "PolicyFields",
     "XGenMMModelConfig",
     "bf16_available",
     "freeze_resampler",
     "freeze_vision_tower",
     "load_model_and_processor",
+    "load_quantized_model",
     "lora_config",
     "lora_target_modules",
     "peft_config_from_args",
+    "quantization_config_from_args",
     "weights_sha256",
     "xgenmm_backbone",
 ]
