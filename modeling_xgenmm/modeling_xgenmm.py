@@ -20,7 +20,7 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.image_processing_utils import select_best_resolution
-from transformers.masking_utils import create_bidirectional_mask
+from transformers.masking_utils import create_bidirectional_mask, find_packed_sequence_indices
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -432,6 +432,23 @@ class XGenMMModel(XGenMMPreTrainedModel):
             )
         return special_image_mask.unsqueeze(-1)
 
+    def has_packed_rows(self, attention_mask, position_ids, cache) -> bool:
+        """Whether the inputs are packed rows: `position_ids` restarting within a row, no `attention_mask`, no cache
+        (padding-free training). They stay apart only in attention that transformers masks per row (eager, sdpa,
+        flex) or runs per row (flash); raises for any other, which would let them see each other."""
+        if attention_mask is not None or cache is not None or position_ids is None or position_ids.dim() != 2:
+            return False
+        if find_packed_sequence_indices(position_ids) is None:
+            return False
+        implementation = self.language_model.config._attn_implementation or "eager"
+        if implementation not in ("eager", "sdpa", "flex_attention") and "flash" not in implementation:
+            raise ValueError(
+                "position_ids restart within a row without an attention_mask (packed rows), but the language model's "
+                f"attention {implementation!r} cannot keep packed rows apart; use eager, sdpa, flex_attention or "
+                "flash attention, or padded batches"
+            )
+        return True
+
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -483,6 +500,9 @@ class XGenMMModel(XGenMMPreTrainedModel):
                 "input_ids hold image tokens but no pixel_values were given: the tokens are read as text. Pass "
                 "the processor's pixel_values and image_sizes to give the model the images."
             )
+
+        if self.has_packed_rows(attention_mask, position_ids, cache):
+            use_cache = False  # transformers keeps packed rows apart only when it builds no cache
 
         outputs = self.language_model(
             attention_mask=attention_mask,

@@ -143,3 +143,21 @@ def test_compare_runs_two_checkouts_on_the_same_weights_and_checks_their_outputs
     assert checks["loss"] == "max |difference| 0.00e+00"
     for side in result["best"].values():
         assert side["train_step_s"] > 0 and side["images_per_s_pil"] > 0 and side["decode_weight_bytes_float32_b1"] > 0
+
+
+def test_packing_benchmark_prints_tokens_per_second_and_no_padding_for_padding_free_batches(capsys):
+    from benchmarks.packing import COLUMNS, main
+
+    threads = torch.get_num_threads()
+    try:
+        results = main(["--stages", "sft", "--steps", "1", "--batch_size", "2", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    header = lines.index("| " + " | ".join((*COLUMNS, "speed-up")) + " |")
+    assert [line.split(" | ")[1] for line in lines[header + 2 : header + 4]] == ["padded", "padding-free"]
+    padded, packed = results
+    assert [padded["batching"], packed["batching"]] == ["padded", "padding-free"]
+    assert packed["padding fraction"] == 0 and padded["padding fraction"] > 0
+    assert packed["real tokens/step"] == padded["real tokens/step"] > 0
+    assert packed["real tokens/s"] > 0 and padded["real tokens/s"] > 0

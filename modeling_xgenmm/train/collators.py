@@ -60,7 +60,8 @@ class BadSampleError(ValueError):
 
 class XGenMMDataCollator:
     r"""
-    Collates training rows into a right-padded batch for [`XGenMMForConditionalGeneration`]; use it as
+    Collates training rows into a right-padded batch for [`XGenMMForConditionalGeneration`], or with `padding_free`
+    into one packed row; use it as
     `Trainer(data_collator=XGenMMDataCollator(processor), args=TrainingArguments(..., remove_unused_columns=False))`.
 
     Each row is encoded on its own, by its format (see `modeling_xgenmm.train.rows`):
@@ -86,6 +87,18 @@ class XGenMMDataCollator:
     whose rows are all bad becomes a step without targets (zero loss; counted in `num_empty_batches`). `check(row)`
     finds the same problems without decoding pixels: `build_trainer` runs it on every row before training.
 
+    Padding-free batches (`padding_free=True`, the convention of `transformers.DataCollatorWithFlattening`): the
+    batch's rows, each encoded (and truncated to `max_length`) on its own as above, are concatenated into one row
+    `(1, total_tokens)` with `position_ids` restarting at 0 at each row's first token and no `attention_mask`. From
+    such `position_ids` transformers keeps the rows apart: a block-diagonal causal mask for eager, sdpa and flex
+    attention, variable-length kernels for flash attention; the model refuses other attention implementations rather
+    than let the rows see each other. Each row's first token gets the label -100, so no row predicts the next one's
+    start: the targets, hence the loss, are exactly the padded batch's. The images are those of the padded batch, in
+    the same order. `max_length` still caps each row, so a packed row holds up to `batch * max_length` tokens; the
+    Trainer's batch size stays a number of rows. With eager or sdpa attention the packed row is attended densely under
+    a `(tokens, tokens)` mask, so attention costs grow with the square of the batch's total length: padding-free pays
+    most with flash attention (variable-length kernels), and with eager or sdpa when short rows carry much padding.
+
     Args:
         processor ([`XGenMMProcessor`]): tokenizer, image processor and chat template.
         max_length (`int`, *optional*): longest sequence, in tokens; no truncation when `None`.
@@ -94,10 +107,13 @@ class XGenMMDataCollator:
             `"caption"` (all by default); other rows are bad rows. The training stages use this to refuse, e.g., a
             caption pair in an SFT run.
         chat_template (`str`, *optional*): template for conversations; the processor's by default.
-        pad_to_multiple_of (`int`, *optional*): pad the sequence length to a multiple of this.
+        pad_to_multiple_of (`int`, *optional*): pad the sequence length to a multiple of this (padding-free: a
+            filler of padding tokens, a sequence of its own without targets, ends the packed row).
+        padding_free (`bool`, *optional*, defaults to `False`): pack the batch into one row (see above).
 
     Returns (from `__call__`) a dict of tensors:
-        - `input_ids`, `attention_mask`, `labels`: `(batch, seq)`, right-padded.
+        - `input_ids`, `attention_mask`, `labels`: `(batch, seq)`, right-padded; padding-free: `input_ids`,
+          `position_ids`, `labels` of shape `(1, total_tokens)` and no `attention_mask`.
         - `pixel_values`: `(images, max_views, 3, height, width)`, one row per image of the batch in order, zero views
           after each image's own (no row for a batch without images).
         - `image_sizes`: `(images, 2)`, the (height, width) of each image.
@@ -111,6 +127,7 @@ class XGenMMDataCollator:
         row_kinds: Iterable[str] | None = None,
         chat_template: str | None = None,
         pad_to_multiple_of: int | None = None,
+        padding_free: bool = False,
     ):
         if on_bad_sample not in ("raise", "skip"):
             raise ValueError(f"on_bad_sample is 'raise' or 'skip', got {on_bad_sample!r}")
@@ -126,6 +143,7 @@ class XGenMMDataCollator:
         self.row_kinds = row_kinds
         self.chat_template = chat_template
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding_free = padding_free
         self.num_skipped = 0
         self.num_empty_batches = 0
         self._last_sample = None
@@ -153,7 +171,7 @@ class XGenMMDataCollator:
             samples = [{**self._last_sample, "labels": torch.full_like(self._last_sample["labels"], IGNORE_INDEX)}]
         else:
             raise BadSampleError(f"all {len(rows)} rows of the first batch are bad; see the warnings above")
-        return self.pad(samples)
+        return self.flatten(samples) if self.padding_free else self.pad(samples)
 
     def check(self, row: dict) -> None:
         """Raises `ValueError` saying what is wrong with `row`, as `encode` would, but reading only the headers of its
@@ -272,6 +290,37 @@ class XGenMMDataCollator:
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
         for row, sample in enumerate(samples):
             labels[row, : len(sample["labels"])] = sample["labels"]
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+            **self.stack_images(samples),
+        }
+
+    def flatten(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        """The padding-free batch: the samples one after the other in a single row, `position_ids` restarting at 0
+        and the label -100 at each sample's first token; then, with `pad_to_multiple_of`, a filler of padding tokens
+        (a sequence of its own, positions from 0, no target). Images as in `pad`."""
+        lengths = [len(sample["input_ids"]) for sample in samples]
+        input_ids = torch.cat([sample["input_ids"] for sample in samples])
+        labels = torch.cat([sample["labels"] for sample in samples])
+        labels[torch.tensor(lengths).cumsum(0) - torch.tensor(lengths)] = IGNORE_INDEX
+        filler = -sum(lengths) % self.pad_to_multiple_of if self.pad_to_multiple_of else 0
+        if filler:
+            lengths.append(filler)
+            input_ids = torch.cat([input_ids, input_ids.new_full((filler,), self.processor.tokenizer.pad_token_id)])
+            labels = torch.cat([labels, labels.new_full((filler,), IGNORE_INDEX)])
+        position_ids = torch.cat([torch.arange(length) for length in lengths])
+        return {
+            "input_ids": input_ids.unsqueeze(0),
+            "position_ids": position_ids.unsqueeze(0),
+            "labels": labels.unsqueeze(0),
+            **self.stack_images(samples),
+        }
+
+    def stack_images(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        """`pixel_values` `(images, max_views, 3, H, W)`, one row per image of the samples in order, zero views after
+        each image's own up to the most; `image_sizes` `(images, 2)`."""
         rows = [sample["pixel_values"] for sample in samples if sample["pixel_values"] is not None]
         size = self.processor.image_processor.size
         max_views = max((row.shape[1] for row in rows), default=1)
@@ -280,13 +329,7 @@ class XGenMMDataCollator:
         for row in rows:
             pixel_values[first : first + len(row), : row.shape[1]] = row
             first += len(row)
-        return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "labels": labels,
-            "pixel_values": pixel_values,
-            "image_sizes": torch.cat([sample["image_sizes"] for sample in samples]),
-        }
+        return {"pixel_values": pixel_values, "image_sizes": torch.cat([sample["image_sizes"] for sample in samples])}
 
 
 @dataclass
