@@ -23,10 +23,10 @@ from modeling_xgenmm.train import (
     build_trainer,
     checkpoint_to_resume,
     load_model_and_processor,
-    load_rows,
     peft_config_from_args,
+    quantization_config_from_args,
 )
-from modeling_xgenmm.train.policy import quantization_config_from_args
+from modeling_xgenmm.train.streaming import load_training_data
 
 
 def main(argv: list[str] | None = None):
@@ -38,7 +38,13 @@ def main(argv: list[str] | None = None):
         seed=training_args.seed,
         quantization_config=quantization_config_from_args(model_args),
     )
-    rows = load_rows(*data_args.data)
+    rows, skip_counts = load_training_data(
+        data_args.data,
+        streaming=data_args.streaming,
+        seed=training_args.seed,
+        shuffle_buffer=data_args.shuffle_buffer,
+        allow_image_urls=data_args.allow_image_urls,
+    )
 
     trainer = build_trainer(
         model,
@@ -48,6 +54,7 @@ def main(argv: list[str] | None = None):
         args=training_args,
         peft_config=peft_config_from_args(model_args, model),
         freeze_vision=model_args.freeze_vision,
+        skip_counts=skip_counts,
     )
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
     trainer.save_model()

@@ -4,7 +4,8 @@ trainers: `transformers.Trainer` and TRL's `SFTTrainer` and `DPOTrainer`, with t
 
 | module | what it holds |
 |---|---|
-| `policy` | frozen vision tower, LoRA targets and defaults, precision, loading the model to train |
+| `policy` | frozen vision tower, LoRA targets and defaults, precision, QLoRA, loading the model to train |
+| `qlora` | merging a QLoRA adapter into the full-precision base |
 | `rows` | the row formats (conversations, documents, captions, preferences) and reading JSON / JSONL files |
 | `collators` | `XGenMMDataCollator` (Trainer) and `XGenMMPreferenceCollator` (DPO) |
 | `sft` | pretraining and SFT stages on `Trainer`, SFT on TRL's `SFTTrainer` |
@@ -12,6 +13,7 @@ trainers: `transformers.Trainer` and TRL's `SFTTrainer` and `DPOTrainer`, with t
 | `preference_data` | VLFeedback and VLGuard as preference rows |
 | `arguments` | the data arguments of the example scripts |
 | `resume` | which checkpoint a run resumes from; half-written checkpoints skipped, `start_over` |
+| `streaming` | web-scale corpora as streams: OBELICS-style documents, webdataset caption shards, JSON rows |
 """
 
 from .arguments import DataArguments, PreferenceDataArguments
@@ -25,11 +27,22 @@ from .policy import (
     lora_config,
     lora_target_modules,
     peft_config_from_args,
+    quantization_config_from_args,
 )
 from .preference_data import load_vlfeedback, load_vlguard
+from .qlora import merge_qlora_adapter
 from .resume import checkpoint_to_resume
 from .rows import load_rows
-from .sft import STAGES, XGenMMSFTConfig, XGenMMTrainingArguments, build_trainer, build_trl_sft_trainer, train_stage
+from .sft import (
+    STAGES,
+    XGenMMSFTConfig,
+    XGenMMTrainer,
+    XGenMMTrainingArguments,
+    build_trainer,
+    build_trl_sft_trainer,
+    train_stage,
+)
+from .streaming import SkipCounts, pretraining_stream, row_stream
 
 
 __all__ = [
@@ -44,6 +57,8 @@ __all__ = [
     "XGenMMModelConfig",
     "XGenMMPreferenceCollator",
     "XGenMMSFTConfig",
+    "SkipCounts",
+    "XGenMMTrainer",
     "XGenMMTrainingArguments",
     "build_dpo_trainer",
     "build_trainer",
@@ -56,8 +71,12 @@ __all__ = [
     "load_vlguard",
     "lora_config",
     "lora_target_modules",
+    "merge_qlora_adapter",
     "peft_config_from_args",
+    "pretraining_stream",
     "preference_accuracy",
+    "quantization_config_from_args",
+    "row_stream",
     "save_trained_model",
     "train_stage",
 ]

@@ -23,6 +23,7 @@ from .collators import XGenMMDataCollator
 from .policy import PolicyFields, freeze_vision_tower
 from .resume import checkpoint_to_resume
 from .rows import conversation_messages, row_kind
+from .streaming import SkipCounts
 from .validation import validate_rows
 
 
@@ -50,6 +51,11 @@ class XGenMMTrainingArguments(PolicyFields, TrainingArguments):
     - `ddp_find_unused_parameters`: on, so that a batch without images (whose resampler gets no gradient) does not
       stall DDP; non-reentrant checkpointing works with it.
     - `on_bad_sample`: `"raise"` on a bad row (the default), or `"skip"` it and count it.
+    - `accelerator_config.dispatch_batches`: off unless set: with a streamed dataset every process reads its own
+      share (accelerate's `IterableDataset.shard` per file, or batches in turn), so batches with different images
+      never have to be split from one process's batch.
+    - `padding_free` (TRL's `SFTConfig` name): each batch's rows packed into one row, without padding (see
+      `XGenMMDataCollator`); eager, sdpa, flex or flash attention.
     """
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for the xGen-MM collator."})
@@ -60,6 +66,17 @@ class XGenMMTrainingArguments(PolicyFields, TrainingArguments):
         default="raise",
         metadata={"help": "'raise' on a bad row, or 'skip' it and count it.", "choices": ["raise", "skip"]},
     )
+    padding_free: bool = field(
+        default=False, metadata={"help": "Pack each batch's rows into one row without padding (position_ids)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.accelerator_config.dispatch_batches is None:
+            # accelerate's default for an iterable dataset (a stream) is to read every batch on the main process and
+            # split it across processes, which needs equal shapes on every process: the images of a batch differ.
+            # Each process reads its own share of the stream instead (its own shards, or batches in turn).
+            self.accelerator_config.dispatch_batches = False
 
 
 @dataclass
@@ -68,6 +85,23 @@ class XGenMMSFTConfig(PolicyFields, SFTConfig):
     answer and its `<|end|>`)."""
 
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant turns only."})
+
+
+class XGenMMTrainer(Trainer):
+    """`Trainer` that also logs, at each logging step, what the data skipped: the collator's bad rows
+    (`skipped_rows`) and a streamed corpus's dropped records by reason (`skip_counts`, from
+    `modeling_xgenmm.train.streaming`), counted in this process."""
+
+    def __init__(self, *args, skip_counts: SkipCounts | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_counts = skip_counts
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training step's log
+            logs["skipped_rows"] = getattr(self.data_collator, "num_skipped", 0)
+            if self.skip_counts is not None:
+                logs.update(self.skip_counts.as_logs())
+        super().log(logs, start_time)
 
 
 def build_trainer(
@@ -82,13 +116,16 @@ def build_trainer(
     freeze_vision: bool = True,
     check_rows: bool = True,
     callbacks: list[TrainerCallback] | None = None,
+    skip_counts: SkipCounts | None = None,
 ) -> Trainer:
     """A `transformers.Trainer` for one stage, with the policy applied and `XGenMMDataCollator` as collator.
 
     Args:
         model: an `XGenMMForConditionalGeneration` (fp32 master weights).
         processor: its `XGenMMProcessor`; the Trainer saves it with every checkpoint.
-        train_rows, eval_rows: any sequence of rows (a list, a `datasets.Dataset`); see `modeling_xgenmm.train.rows`.
+        train_rows, eval_rows: any sequence of rows (a list, a `datasets.Dataset`) or a stream of them (an
+            `IterableDataset`, e.g. `datasets.load_dataset(..., streaming=True)` or `streaming.pretraining_stream`,
+            trained for `max_steps`); see `modeling_xgenmm.train.rows`.
         stage: `"pretrain"`, `"sft"` or `"interleaved_sft"`; decides which row formats are accepted.
         args: `XGenMMTrainingArguments` (its `max_length` and `on_bad_sample` configure the collator), or plain
             `TrainingArguments` with `remove_unused_columns=False`. In-memory rows are all checked before training
@@ -96,7 +133,8 @@ def build_trainer(
         peft_config: LoRA adapters to train instead of the weights (`lora_config(model)`), or `None`.
         freeze_vision: freeze the vision tower (the released recipe); with LoRA only adapters train anyway.
         check_rows: check every in-memory row before training (`validate_rows`); rows made by code that are right by
-            construction (the toy world's) can skip it.
+            construction (the toy world's) can skip it. A stream is checked row by row as it is collated.
+        skip_counts: the `SkipCounts` of a streamed corpus, logged at each logging step.
     """
     if stage not in STAGES:
         raise ValueError(f"stage is one of {sorted(STAGES)}, got {stage!r}")
@@ -117,10 +155,15 @@ def build_trainer(
         max_length=getattr(args, "max_length", None),
         on_bad_sample=getattr(args, "on_bad_sample", "raise"),
         row_kinds=STAGES[stage],
+        padding_free=getattr(args, "padding_free", False),
     )
     if check_rows and not isinstance(train_rows, IterableDataset):
         train_rows = validate_rows(train_rows, collator)
-    return Trainer(
+    if isinstance(train_rows, IterableDataset) and args.max_steps <= 0:
+        raise ValueError(
+            "a streamed training set has no length: set max_steps (the number of optimizer steps to train for)"
+        )
+    return XGenMMTrainer(
         model=model,
         args=args,
         data_collator=collator,
@@ -128,6 +171,7 @@ def build_trainer(
         eval_dataset=eval_rows,
         processing_class=processor,
         callbacks=callbacks,
+        skip_counts=skip_counts,
     )
 
 
@@ -202,6 +246,7 @@ def build_trl_sft_trainer(
 __all__ = [
     "STAGES",
     "XGenMMSFTConfig",
+    "XGenMMTrainer",
     "XGenMMTrainingArguments",
     "build_trainer",
     "build_trl_sft_trainer",

@@ -1,0 +1,292 @@
+"""Streamed training data: the web-corpus readers on files written here (broken and missing images counted by
+reason), seeded shuffling, the real `Trainer` on a stream with resume that neither repeats nor skips a row, and the
+skip counts in the training logs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from transformers import TrainerCallback
+
+from corpus_helpers import image_bytes, pixels, write_obelics_jsonl, write_obelics_parquet, write_tar_shard
+from modeling_xgenmm.train import SkipCounts, build_trainer, pretraining_stream, row_stream
+from modeling_xgenmm.train.policy import load_model_and_processor
+from modeling_xgenmm.train.streaming import load_training_data
+from paths import REPO_ROOT, TINY_RANDOM
+from training_helpers import run_example, tiny_args, write_images, write_jsonl
+
+
+EOC = "<|endofchunk|>"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """An OBELICS-layout parquet file and two webdataset shards, with what a correct reader yields and drops."""
+    png = {seed: image_bytes(seed) for seed in range(8)}
+    documents = [
+        {"texts": [None, "Alpha text.", None, "Beta text."], "images": [png[0], None, png[1], None]},
+        {"texts": ["Intro.", None, "After."], "images": [None, b"not an image", None]},
+        # The second image is cut short: it does not decode; the document keeps the first.
+        {"texts": ["Gamma.", None, None], "images": [None, png[2], png[3][: len(png[3]) // 2]]},
+    ]
+    write_obelics_parquet(tmp_path / "docs.parquet", documents)
+    write_tar_shard(
+        tmp_path / "shard-0.tar",
+        [
+            ("k0", {"png": png[4], "json": json.dumps({"caption": "Cap zero."}).encode()}),
+            ("k1", {"jpg": image_bytes(5, format="JPEG"), "txt": b"Cap one."}),
+        ],
+    )
+    write_tar_shard(
+        tmp_path / "shard-1.tar",
+        [
+            ("k2", {"jpg": b"garbage", "txt": b"Broken."}),
+            ("k3", {"txt": b"No image."}),
+            ("k5", {"png": png[6], "json": json.dumps({"url": "https://a.example", "caption": "Cap five."}).encode()}),
+        ],
+    )  # fmt: skip
+    expected = {
+        f"<image>Alpha text.{EOC}<image>Beta text.{EOC}": [png[0], png[1]],
+        f"Gamma.<image>{EOC}": [png[2]],
+        f"<image>Cap zero.{EOC}": [png[4]],
+        f"<image>Cap one.{EOC}": [image_bytes(5, format="JPEG")],
+        f"<image>Cap five.{EOC}": [png[6]],
+    }
+    # d1's and k2's images, d2's second; k3 has none; d1, k2 and k3 are left without any image.
+    dropped = {"undecodable_image": 3, "missing_image": 1, "no_image_left": 3}
+    files = [tmp_path / "docs.parquet", tmp_path / "shard-0.tar", tmp_path / "shard-1.tar"]
+    return files, expected, dropped
+
+
+def test_pretraining_stream_reads_documents_and_caption_shards_and_counts_what_it_drops(corpus):
+    files, expected, dropped = corpus
+    counts = SkipCounts()
+    rows = list(pretraining_stream(files, shuffle_buffer=0, counts=counts))
+
+    assert sorted(row["text"] for row in rows) == sorted(expected)
+    for row in rows:
+        assert len(row["images"]) == len(expected[row["text"]])
+        for image, source in zip(row["images"], expected[row["text"]], strict=True):
+            np.testing.assert_array_equal(pixels(image), pixels(source))
+    assert dict(counts) == dropped
+    assert counts.as_logs() == {f"skipped_{reason}": count for reason, count in dropped.items()}
+
+
+def test_documents_by_path_and_url_resolve_against_their_folder_and_urls_need_opting_in(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(image_bytes(1))
+    documents = [
+        {"texts": [None, "Local."], "images": ["img/a.png", None]},
+        {"texts": [None, "Gone."], "images": ["img/missing.png", None]},
+        {"texts": [None, "Web."], "images": ["https://example.invalid/x.png", None]},
+        {"texts": [None, None], "images": ["img/a.png", None]},
+    ]
+    counts = SkipCounts()
+    rows = list(pretraining_stream(write_obelics_jsonl(tmp_path / "docs.jsonl", documents), counts=counts))
+
+    assert [row["text"] for row in rows] == [f"<image>Local.{EOC}"]
+    np.testing.assert_array_equal(pixels(rows[0]["images"][0]), pixels(image_bytes(1)))
+    # The text-less record is skipped before its images are read.
+    assert dict(counts) == {"missing_image": 1, "url_image": 1, "no_image_left": 2, "no_text": 1}
+
+
+def test_pretraining_stream_refuses_files_it_cannot_read(tmp_path):
+    with pytest.raises(ValueError, match=r"read \.parquet, \.jsonl and \.tar files, got .*notes\.txt"):
+        pretraining_stream([tmp_path / "notes.txt"])
+    with pytest.raises(ValueError, match="no data files"):
+        pretraining_stream([])
+    write_obelics_jsonl(tmp_path / "rows.jsonl", [{"text": "<image>x", "images": ["a.png"]}])
+    with pytest.raises(ValueError, match=r"parallel 'texts' and 'images' lists .*rows\.jsonl has the columns"):
+        pretraining_stream([tmp_path / "rows.jsonl"])
+
+
+def caption_shards(folder, shards: int = 2, per_shard: int = 10) -> list:
+    return [
+        write_tar_shard(
+            folder / f"caps-{shard}.tar",
+            [(f"s{shard}k{index}", {"png": image_bytes(index), "txt": f"Caption {shard}-{index}.".encode()})
+             for index in range(per_shard)],
+        )
+        for shard in range(shards)
+    ]  # fmt: skip
+
+
+def test_the_shuffled_stream_is_fixed_by_its_seed_and_holds_every_record_once(tmp_path):
+    shards = caption_shards(tmp_path)
+
+    def order(seed):
+        return [row["text"] for row in pretraining_stream(shards, seed=seed, shuffle_buffer=8)]
+
+    in_file_order = [row["text"] for row in pretraining_stream(shards, shuffle_buffer=0)]
+    assert in_file_order == [f"<image>Caption {shard}-{index}.{EOC}" for shard in range(2) for index in range(10)]
+    assert order(0) == order(0)
+    assert order(0) != order(1) != in_file_order
+    assert sorted(order(1)) == sorted(in_file_order)
+
+
+def numbered_sft_rows(images: list[str], count: int) -> list[dict]:
+    """Conversations that differ in their text, so that a batch's token ids say which rows it holds."""
+    return [
+        {
+            "id": f"row-{index}",
+            "messages": [
+                {"role": "user", "content": f"<image>Row {index}: what colour?"},
+                {"role": "assistant", "content": f"Colour {index}."},
+            ],
+            "images": [images[index % len(images)]],
+        }
+        for index in range(count)
+    ]
+
+
+class RowsSeen:
+    """Which rows the model is given, step by step, read back from the token ids of each forward."""
+
+    def __init__(self, model, collator, rows: list[dict]):
+        self.ids_of = {tuple(collator.encode(row)["input_ids"].tolist()): row["id"] for row in rows}
+        self.seen = []
+        model.register_forward_pre_hook(self.record, with_kwargs=True)
+
+    def record(self, module, args, kwargs):
+        for ids, mask in zip(kwargs["input_ids"], kwargs["attention_mask"], strict=True):
+            self.seen.append(self.ids_of[tuple(ids[mask.bool()].tolist())])
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_streamed_training_resumes_where_it_stopped_without_repeating_or_skipping_a_row(tmp_path):
+    images = write_images(tmp_path)
+    rows = numbered_sft_rows(images, 16)
+    files = [write_jsonl(tmp_path / "a.jsonl", rows[:8]), write_jsonl(tmp_path / "b.jsonl", rows[8:])]
+    resolved = load_training_data(files)[0]
+
+    def run(output_dir, resume=None, callbacks=None):
+        model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
+        args = tiny_args(
+            output_dir, max_steps=6, per_device_train_batch_size=2, save_strategy="steps", save_steps=3,
+            activation_checkpointing=False,
+        )  # fmt: skip
+        stream = row_stream(files, seed=3, shuffle_buffer=4)
+        trainer = build_trainer(model, processor, stream, "sft", args, callbacks=callbacks)
+        seen = RowsSeen(model, trainer.data_collator, resolved)
+        trainer.train(resume_from_checkpoint=resume)
+        return seen.seen, trainer
+
+    uninterrupted, _ = run(tmp_path / "whole")
+    first, _ = run(tmp_path / "parts", callbacks=[StopAt(3)])
+    rest, trainer = run(tmp_path / "parts", resume=str(tmp_path / "parts" / "checkpoint-3"))
+
+    assert len(uninterrupted) == 12 == len(set(uninterrupted))
+    assert uninterrupted != [f"row-{index}" for index in range(12)]  # shuffled
+    assert (first, rest) == (uninterrupted[:6], uninterrupted[6:])
+    assert trainer.state.global_step == 6
+
+
+def test_the_trainer_logs_what_the_stream_dropped(corpus, tmp_path):
+    files, _, dropped = corpus
+    model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
+    counts = SkipCounts()
+    stream = pretraining_stream(files, shuffle_buffer=0, counts=counts)
+    args = tiny_args(tmp_path / "out", max_steps=2, per_device_train_batch_size=2, activation_checkpointing=False)
+    trainer = build_trainer(model, processor, stream, "pretrain", args, skip_counts=counts)
+    trainer.train()
+
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in logs] == [1, 2]
+    assert all(entry["skipped_rows"] == 0 for entry in logs)
+    # Documents and captions alternate: by the first step the broken document was read.
+    assert logs[0]["skipped_undecodable_image"] >= 1
+    for reason in dropped:
+        values = [entry.get(f"skipped_{reason}", 0) for entry in logs]
+        assert values == sorted(values) and values[-1] <= counts[reason]
+
+
+def test_a_stream_needs_max_steps(tmp_path):
+    model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
+    stream = row_stream(write_jsonl(tmp_path / "a.jsonl", numbered_sft_rows(write_images(tmp_path), 2)))
+    with pytest.raises(ValueError, match="a streamed training set has no length: set max_steps"):
+        build_trainer(model, processor, stream, "sft", tiny_args(tmp_path / "out", max_steps=-1))
+
+
+def test_the_example_scripts_stream_web_corpus_shards(corpus, tmp_path):
+    files, _, dropped = corpus
+    output_dir = tmp_path / "out"
+    trainer = run_example(
+        "pretrain",
+        ["--model_name_or_path", str(TINY_RANDOM), "--data", *map(str, files), "--output_dir", str(output_dir),
+         "--max_steps", "2", "--per_device_train_batch_size", "2", "--shuffle_buffer", "4", "--logging_steps", "1",
+         "--report_to", "none", "--disable_tqdm", "true"],
+    )  # fmt: skip
+    assert trainer.state.global_step == 2
+    assert (output_dir / "model.safetensors").is_file()
+    assert trainer.skip_counts is not None and set(trainer.skip_counts) <= set(dropped)
+
+
+# Runs an example script's `main` on this rank, recording the rows each collator call is given, then writes them to
+# `<output_dir>/rows-<rank>.json`.
+RECORDING_LAUNCHER = """
+import json, runpy, sys
+from pathlib import Path
+from modeling_xgenmm.train.collators import XGenMMDataCollator
+
+seen = []
+collate = XGenMMDataCollator.__call__
+def recording(self, rows):
+    seen.extend(row.get("id") or row["text"] for row in rows)
+    return collate(self, rows)
+XGenMMDataCollator.__call__ = recording
+
+trainer = runpy.run_path(sys.argv[1])["main"](sys.argv[2:])
+rank = trainer.accelerator.state.process_index
+Path(trainer.args.output_dir, f"rows-{rank}.json").write_text(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["four caption shards", "one JSONL file"])
+def test_two_processes_read_disjoint_shares_of_a_stream(layout, tmp_path):
+    from test_distributed_training import free_port
+
+    if layout == "four caption shards":
+        example, files = "pretrain", caption_shards(tmp_path, shards=4, per_shard=6)
+    else:
+        rows = numbered_sft_rows(write_images(tmp_path), 24)
+        example, files = "sft", [write_jsonl(tmp_path / "rows.jsonl", rows)]
+    launcher = tmp_path / "launch_recording.py"
+    launcher.write_text(RECORDING_LAUNCHER)
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(launcher), str(REPO_ROOT / "examples" / f"{example}.py"),
+        "--model_name_or_path", str(TINY_RANDOM), "--data", *map(str, files), "--streaming", "true",
+        "--output_dir", str(output_dir), "--max_steps", "3", "--per_device_train_batch_size", "2",
+        "--shuffle_buffer", "4", "--seed", "7", "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    seen = [json.loads((output_dir / f"rows-{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(len(rows) >= 6 for rows in seen)  # 3 steps of 2 rows (and any batch read ahead)
+    assert not set(seen[0]) & set(seen[1])
+    if layout == "four caption shards":
+        # Four shards for two processes: accelerate gives each process two whole shards.
+        shards = [{text.split("Caption ")[1].split("-")[0] for text in rows} for rows in seen]
+        assert [len(shard) for shard in shards] == [2, 2] and not shards[0] & shards[1]
