@@ -2,7 +2,8 @@
 """The toy-world recipe: a small randomly initialised xGen-MM model learns to see coloured shapes, through the same
 stages, collator and `transformers.Trainer` as the real recipe, on a CPU in minutes.
 
-1. Pretraining on caption pairs and interleaved documents (the vision tower trains too: it starts random).
+1. Pretraining on caption pairs and interleaved documents (the vision tower trains too: it starts random), streamed
+   from webdataset tar shards and OBELICS-layout parquet files written to a temporary folder.
 2. Supervised fine-tuning on single-image questions (colour, shape, count) and two-image questions, the vision tower
    frozen as in the released recipe.
 3. Evaluation on held-out splits (other seeds): greedy answers, exact match per question kind.
@@ -11,6 +12,7 @@ stages, collator and `transformers.Trainer` as the real recipe, on a CPU in minu
 """
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from transformers.utils import logging
 
 from ..train.policy import load_model_and_processor
 from ..train.sft import XGenMMTrainingArguments, train_stage
+from ..train.streaming import SkipCounts, pretraining_stream
 from .data import PAIR_QUESTIONS, QUESTIONS, ToyWorldRows, caption_row, document_row, pair_row, question_row
 from .evaluation import answer_accuracy
 from .settings import DEFAULT_CONFIG, ToyWorldSettings
+from .shards import write_caption_shards, write_document_parquet
 
 
 logger = logging.get_logger(__name__)
@@ -62,6 +66,13 @@ def pretraining_rows(settings: ToyWorldSettings) -> ConcatDataset:
             ToyWorldRows(document_row, half, seed=settings.seed + 2),
         ]
     )
+
+
+def pretraining_corpus(settings: ToyWorldSettings, folder: Path, shards: int = 4) -> list[Path]:
+    """`pretraining_rows` written as a web corpus in `folder`: the caption pairs as webdataset tar shards, the
+    documents as OBELICS-layout parquet files, `shards` of each."""
+    captions, documents = pretraining_rows(settings).datasets
+    return write_caption_shards(captions, folder, shards) + write_document_parquet(documents, folder, shards)
 
 
 def fine_tuning_rows(settings: ToyWorldSettings) -> ConcatDataset:
@@ -113,15 +124,21 @@ def run_toy_world(
     started = time.perf_counter()
     model, processor = load_model_and_processor(config_dir, seed=settings.seed)
 
-    train_stage(
-        model,
-        processor,
-        pretraining_rows(settings),
-        "pretrain",
-        stage_arguments(output_dir / "pretrain", settings.pretrain_steps, settings.pretrain_batch_size, settings),
-        freeze_vision=False,
-        check_rows=False,  # rendered by code, right by construction
-    )
+    # Pretraining reads its corpus as a real run reads a web corpus: streamed from tar shards and parquet files.
+    with tempfile.TemporaryDirectory(prefix="toy-world-corpus-") as corpus:
+        counts = SkipCounts()
+        stream = pretraining_stream(
+            pretraining_corpus(settings, Path(corpus)), seed=settings.seed, shuffle_buffer=1000, counts=counts
+        )
+        train_stage(
+            model,
+            processor,
+            stream,
+            "pretrain",
+            stage_arguments(output_dir / "pretrain", settings.pretrain_steps, settings.pretrain_batch_size, settings),
+            freeze_vision=False,
+            skip_counts=counts,
+        )
 
     trainer, _ = train_stage(
         model,
