@@ -26,6 +26,7 @@ from modeling_xgenmm.train import (
     load_model_and_processor,
     load_vlguard,
     peft_config_from_args,
+    refuse_quantization,
     save_trained_model,
 )
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None):
     parser.set_defaults_with_config(use_peft=True)  # the report's DPO: LoRA on the language model
     data_args, dpo_config, model_args = parser.parse_args_and_config(argv)
 
+    refuse_quantization(model_args, "Safety DPO")
     model, processor = load_model_and_processor(model_args.model_name_or_path)
     rows = [row for path in data_args.data for row in load_vlguard(path, data_args.images_dir)]
 

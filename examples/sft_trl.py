@@ -23,6 +23,7 @@ from modeling_xgenmm.train import (
     load_model_and_processor,
     load_rows,
     peft_config_from_args,
+    quantization_config_from_args,
 )
 
 
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None):
     parser = TrlParser((DataArguments, XGenMMSFTConfig, XGenMMModelConfig))
     data_args, sft_config, model_args = parser.parse_args_and_config(argv)
 
-    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=sft_config.seed)
+    model, processor = load_model_and_processor(
+        model_args.model_name_or_path,
+        seed=sft_config.seed,
+        quantization_config=quantization_config_from_args(model_args),
+    )
     rows = load_rows(*data_args.data)
 
     trainer = build_trl_sft_trainer(

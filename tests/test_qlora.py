@@ -81,6 +81,28 @@ def test_example_script_refuses_load_in_4bit_without_use_peft(tmp_path):
         run_example("sft", [*argv, "--load_in_4bit", "--report_to", "none"])
 
 
+@pytest.mark.parametrize("example", ["dpo_vlfeedback", "safety_vlguard"])
+def test_dpo_scripts_refuse_quantization_instead_of_ignoring_it(example, tmp_path):
+    argv = ["--model_name_or_path", str(TINY_RANDOM), "--data", "unused.json", "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match=r"DPO does not train on a quantized model: leave out --load_in_4bit"):
+        run_example(example, [*argv, "--load_in_4bit", "--use_peft", "--report_to", "none"])
+
+
+def test_the_trl_sft_script_trains_qlora_too(base_folder, tmp_path):
+    write_images(tmp_path)
+    data = write_jsonl(tmp_path / "data.jsonl", sft_rows([f"img/{index}.png" for index in range(4)], 4))
+    trainer = run_example(
+        "sft_trl",
+        [
+            *("--model_name_or_path", str(base_folder), "--data", str(data), "--output_dir", str(tmp_path / "out")),
+            *("--load_in_4bit", "--use_peft", "--lora_r", "4", "--max_steps", "2", "--per_device_train_batch_size"),
+            *("2", "--report_to", "none", "--disable_tqdm", "1"),
+        ],
+    )
+    assert quantized_layers(trainer.model) == LANGUAGE_MODEL_LINEAR_LAYERS and trainer.state.global_step == 2
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
 # --- what is quantized -------------------------------------------------------------------------------------------
 
 

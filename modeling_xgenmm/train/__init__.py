@@ -28,6 +28,7 @@ from .policy import (
     lora_target_modules,
     peft_config_from_args,
     quantization_config_from_args,
+    refuse_quantization,
 )
 from .preference_data import load_vlfeedback, load_vlguard
 from .qlora import merge_qlora_adapter
@@ -76,6 +77,7 @@ __all__ = [
     "pretraining_stream",
     "preference_accuracy",
     "quantization_config_from_args",
+    "refuse_quantization",
     "row_stream",
     "save_trained_model",
     "train_stage",

@@ -175,6 +175,16 @@ def quantization_config_from_args(model_args: ModelConfig) -> BitsAndBytesConfig
     return quantization_config
 
 
+def refuse_quantization(model_args: ModelConfig, stage: str) -> None:
+    """Raises for `--load_in_4bit` / `--load_in_8bit` in a script that does not train quantized models, instead of
+    ignoring the flag."""
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise ValueError(
+            f"{stage} does not train on a quantized model: leave out --load_in_4bit / --load_in_8bit (use --use_peft "
+            "for LoRA in full precision); QLoRA is in the pretraining and SFT scripts"
+        )
+
+
 def load_quantized_model(
     name_or_path: str | Path, quantization_config: BitsAndBytesConfig, trust_remote_code: bool = False
 ) -> PreTrainedModel:
@@ -257,6 +267,7 @@ __all__ = [
     "lora_target_modules",
     "peft_config_from_args",
     "quantization_config_from_args",
+    "refuse_quantization",
     "weights_sha256",
     "xgenmm_backbone",
 ]
