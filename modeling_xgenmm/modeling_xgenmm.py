@@ -197,7 +197,22 @@ class XGenMMPreTrainedModel(PreTrainedModel):
         if isinstance(module, XGenMMPerceiverResampler):
             init.normal_(module.latents, mean=0.0, std=1.0)
 
+    def post_init(self):
+        super().post_init()
+        # `post_init` gathers the sub-models' `_no_split_modules`, which name classes this model never builds (SigLIP's
+        # text embeddings and pooling head); FSDP's auto-wrap (accelerate reads the list) refuses names it cannot find.
+        self._no_split_modules &= {type(module).__name__ for module in self.modules()}
+
     def save_pretrained(self, save_directory, *args, **kwargs):
+        # FSDP2's `fully_shard` swaps in a subclass defined by torch, whose files `save_pretrained` would copy and
+        # name in `auto_map`; the folder needs this file and its class.
+        defined_here = next(cls for cls in type(self).__mro__ if cls.__module__ == __name__)
+        if defined_here is not type(self):
+            wrapped, self.__class__ = self.__class__, defined_here
+            try:
+                return self.save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.__class__ = wrapped
         # `register_for_auto_class` records one Auto class per class; a Hub folder should answer all of them.
         if self._auto_class is not None:
             module = self.__class__.__module__.split(".")[-1]
