@@ -2,25 +2,14 @@
 trains data-parallel and ends with identical weights on both ranks."""
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 
 import pytest
 
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.train.policy import load_model_and_processor, weights_sha256
 from paths import REPO_ROOT, TINY_RANDOM
-from training_helpers import sft_rows, write_images, write_jsonl
-
-
-def free_port() -> int:
-    # Other jobs on this machine may hold accelerate's default port 29500.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from training_helpers import launch_two_processes, sft_rows, write_images, write_jsonl
 
 
 # Runs an example script's `main` on this rank, then prints the digest of the rank's final weights.
@@ -44,26 +33,16 @@ def test_two_processes_train_data_parallel_and_end_with_identical_weights(exampl
     output_dir = tmp_path / "out"
     launcher = tmp_path / "launch_with_digest.py"
     launcher.write_text(DIGEST_LAUNCHER)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
+    completed = launch_two_processes(
         # `--multi_gpu` is the name of accelerate's torchrun launcher; without an accelerator the training
         # arguments put each process on the CPU, with gloo. (`--cpu` alone starts one process unless MPI is used.)
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(launcher), str(REPO_ROOT / "examples" / f"{example}.py"),
-        "--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir),
-        "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
-        "--report_to", "none", "--disable_tqdm", "true",
-    ]  # fmt: skip
-    completed = subprocess.run(
-        command,
+        ["--multi_gpu", "--dynamo_backend", "no"],
+        [launcher, REPO_ROOT / "examples" / f"{example}.py",
+         "--model_name_or_path", TINY_RANDOM, "--data", data, "--output_dir", output_dir,
+         "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
+         "--report_to", "none", "--disable_tqdm", "true"],
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    )  # fmt: skip
     # The ranks share stdout, so other output may precede a report on its line.
     reports = re.findall(r"rank (\d) of (\d) \((\w+)\): weights sha256 ([0-9a-f]{64})\n", completed.stdout)
     assert sorted(rank for rank, _, _, _ in reports) == ["0", "1"], completed.stdout

@@ -26,8 +26,7 @@ from isolation import run_isolated
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.train.policy import load_model_and_processor
 from paths import REPO_ROOT, TINY_RANDOM
-from test_distributed_training import free_port
-from training_helpers import sft_rows, write_images, write_jsonl
+from training_helpers import free_port, launch_two_processes, sft_rows, write_images, write_jsonl
 
 
 CONFIGS = REPO_ROOT / "examples" / "accelerate"
@@ -123,25 +122,15 @@ def test_deepspeed_configs_give_zero_plugins(monkeypatch):
 
 def train_two_processes(config_file: str, data, output_dir, launcher) -> subprocess.CompletedProcess:
     """`examples/sft.py` through `launcher` on 2 CPU processes (gloo) with `examples/accelerate/<config_file>`."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config_file),
-        "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
-        "--mixed_precision", "no",
-        str(launcher), str(REPO_ROOT / "examples" / "sft.py"),
-        "--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir),
-        "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
-        "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true",
-    ]  # fmt: skip
-    completed = subprocess.run(
-        command,
+    return launch_two_processes(
+        ["--config_file", CONFIGS / config_file],
+        [launcher, REPO_ROOT / "examples" / "sft.py",
+         "--model_name_or_path", TINY_RANDOM, "--data", data, "--output_dir", output_dir,
+         "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
+         "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true"],
         cwd=output_dir.parent,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
         timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return completed
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,16 @@ reason), seeded shuffling, the real `Trainer` on a stream with resume that neith
 skip counts in the training logs."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from transformers import TrainerCallback
 
 from corpus_helpers import image_bytes, pixels, write_obelics_jsonl, write_obelics_parquet, write_tar_shard
 from modeling_xgenmm.train import SkipCounts, build_trainer, pretraining_stream, row_stream
 from modeling_xgenmm.train.policy import load_model_and_processor
 from modeling_xgenmm.train.streaming import load_training_data
 from paths import REPO_ROOT, TINY_RANDOM
-from training_helpers import run_example, tiny_args, write_images, write_jsonl
+from training_helpers import StopAt, launch_two_processes, run_example, tiny_args, write_images, write_jsonl
 
 
 EOC = "<|endofchunk|>"
@@ -155,15 +151,6 @@ class RowsSeen:
             self.seen.append(self.ids_of[tuple(ids[mask.bool()].tolist())])
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
 def test_streamed_training_resumes_where_it_stopped_without_repeating_or_skipping_a_row(tmp_path):
     images = write_images(tmp_path)
     rows = numbered_sft_rows(images, 16)
@@ -255,8 +242,6 @@ Path(trainer.args.output_dir, f"rows-{rank}.json").write_text(json.dumps(seen))
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["four caption shards", "one JSONL file"])
 def test_two_processes_read_disjoint_shares_of_a_stream(layout, tmp_path):
-    from test_distributed_training import free_port
-
     if layout == "four caption shards":
         example, files = "pretrain", caption_shards(tmp_path, shards=4, per_shard=6)
     else:
@@ -265,24 +250,14 @@ def test_two_processes_read_disjoint_shares_of_a_stream(layout, tmp_path):
     launcher = tmp_path / "launch_recording.py"
     launcher.write_text(RECORDING_LAUNCHER)
     output_dir = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(launcher), str(REPO_ROOT / "examples" / f"{example}.py"),
-        "--model_name_or_path", str(TINY_RANDOM), "--data", *map(str, files), "--streaming", "true",
-        "--output_dir", str(output_dir), "--max_steps", "3", "--per_device_train_batch_size", "2",
-        "--shuffle_buffer", "4", "--seed", "7", "--report_to", "none", "--disable_tqdm", "true",
-    ]  # fmt: skip
-    completed = subprocess.run(
-        command,
+    launch_two_processes(
+        ["--multi_gpu", "--dynamo_backend", "no"],
+        [launcher, REPO_ROOT / "examples" / f"{example}.py",
+         "--model_name_or_path", TINY_RANDOM, "--data", *files, "--streaming", "true", "--output_dir", output_dir,
+         "--max_steps", "3", "--per_device_train_batch_size", "2", "--shuffle_buffer", "4", "--seed", "7",
+         "--report_to", "none", "--disable_tqdm", "true"],
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    )  # fmt: skip
     seen = [json.loads((output_dir / f"rows-{rank}.json").read_text()) for rank in (0, 1)]
     assert all(len(rows) >= 6 for rows in seen)  # 3 steps of 2 rows (and any batch read ahead)
     assert not set(seen[0]) & set(seen[1])

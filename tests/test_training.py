@@ -11,7 +11,6 @@ import pytest
 import torch
 from peft import get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import TrainerCallback
 
 from isolation import run_isolated
 from modeling_xgenmm import XGenMMForConditionalGeneration
@@ -29,6 +28,7 @@ from paths import HUB_CONFIGS, TINY_RANDOM
 from training_helpers import (
     LANGUAGE_MODEL_LINEAR_LAYERS,
     LossRecorder,
+    StopAt,
     multi_image_rows,
     pretraining_rows,
     run_example,
@@ -158,17 +158,6 @@ def test_activation_checkpointing_is_on_by_default_and_does_not_change_the_resul
 
 
 # --- checkpoint and resume ----------------------------------------------------------------------------------------
-
-
-class StopAt(TrainerCallback):
-    """Ends training after `step`, as an interrupted job would (the checkpoint of that step is written first)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture(scope="module")

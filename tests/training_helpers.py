@@ -3,6 +3,10 @@ the example scripts."""
 
 import importlib.util
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -131,6 +135,44 @@ def pretraining_rows(images: list, count: int = 8) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+class StopAt(TrainerCallback):
+    """Ends training after `step`, as an interrupted job would (the checkpoint of that step is written first)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def free_port() -> int:
+    # Other jobs on this machine may hold accelerate's default port 29500.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_two_processes(launch: list[str], script: list[str], cwd, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch <launch> <script>` on 2 CPU processes (gloo), one thread each, offline; asserts that it
+    succeeded and returns the completed process (the ranks share its stdout)."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", *map(str, launch),
+        "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
+        "--mixed_precision", "no", *map(str, script),
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
 
 
 class LossRecorder(TrainerCallback):
