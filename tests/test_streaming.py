@@ -110,6 +110,16 @@ def caption_shards(folder, shards: int = 2, per_shard: int = 10) -> list:
     ]  # fmt: skip
 
 
+def test_a_shard_that_breaks_off_is_read_up_to_the_break_and_the_next_one_continues(tmp_path):
+    broken, whole = caption_shards(tmp_path, shards=2, per_shard=3)
+    complete = broken.read_bytes()
+    broken.write_bytes(complete[: len(complete) // 2])  # a truncated download
+
+    texts = [row["text"] for row in pretraining_stream([broken, whole], shuffle_buffer=0)]
+    assert texts[-3:] == [f"<image>Caption 1-{index}.{EOC}" for index in range(3)]
+    assert 1 <= len(texts) - 3 < 3 and texts[0] == f"<image>Caption 0-0.{EOC}"
+
+
 def test_the_shuffled_stream_is_fixed_by_its_seed_and_holds_every_record_once(tmp_path):
     shards = caption_shards(tmp_path)
 

@@ -112,8 +112,11 @@ def interleaved_documents(
 
 def _webdataset_records(shards: list[str]) -> Iterator[dict]:
     # The shards are already this process's (datasets hands each generator call its own files): no node or worker
-    # splitting inside webdataset.
-    samples = webdataset.WebDataset(shards, shardshuffle=False, nodesplitter=None, workersplitter=None)
+    # splitting inside webdataset. A shard that breaks off (a truncated download) is read up to the break, with a
+    # warning, and the next one continues.
+    samples = webdataset.WebDataset(
+        shards, shardshuffle=False, nodesplitter=None, workersplitter=None, handler=webdataset.warn_and_continue
+    )
     for sample in samples:
         image = next((sample[key] for key in IMAGE_EXTENSIONS if key in sample), None)
         yield {
