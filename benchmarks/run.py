@@ -89,7 +89,8 @@ LOAD_SETUP = """
 import torch
 from modeling_xgenmm import XGenMMForConditionalGeneration
 torch.empty(0, device=sys.argv[3])
-XGenMMForConditionalGeneration.from_pretrained(sys.argv[1], device_map="meta")
+# Hub kernels (on by default from transformers 5.25) refuse to kernelize a model on the meta device.
+XGenMMForConditionalGeneration.from_pretrained(sys.argv[1], device_map="meta", use_kernels=False)
 """
 LOAD_BODY = """
 model = XGenMMForConditionalGeneration.from_pretrained(
