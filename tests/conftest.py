@@ -37,7 +37,3 @@ def image_paths(tmp_path_factory) -> list[str]:
 
     folder = tmp_path_factory.mktemp("images")
     return [str(folder / path) for path in write_images(folder)]
-
-
-# transformers' mixin modules, imported by tests/test_transformers_mixins.py, are not test modules of their own.
-collect_ignore = ["vendored"]

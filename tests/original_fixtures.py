@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load, load_file
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
@@ -32,14 +31,9 @@ def fixture_tokenizer(folder: Path):
 
 
 def recorded_case_names(with_images: bool = False) -> list[str]:
-    """Every case of cases/index.json (those with images only, with `with_images`), for parametrisation; none when
-    the default fixture folder is absent (a folder named by XGENMM_ORIGINAL_FIXTURES that does not exist raises
-    here, at collection)."""
-    try:
-        folder = original_fixtures_dir()
-    except pytest.skip.Exception:
-        return []
-    cases = json.loads((folder / "cases" / "index.json").read_text())["cases"]
+    """Every case of cases/index.json (those with images only, with `with_images`), for parametrisation (a folder
+    named by XGENMM_ORIGINAL_FIXTURES that does not hold the fixtures raises here, at collection)."""
+    cases = json.loads((original_fixtures_dir() / "cases" / "index.json").read_text())["cases"]
     return [case["name"] for case in cases if not with_images or any(sample["images"] for sample in case["samples"])]
 
 

@@ -1,8 +1,10 @@
 """What ships: every package folder is installed (setup.cfg lists it, and a wheel built from the tree holds every
-module and data file), and every `hub_configs/` folder is exactly what its generator writes."""
+module and data file), every `hub_configs/` folder is exactly what its generator writes, and the reference fixtures in
+`tests/fixtures/` are the files their SHA256SUMS lists."""
 
 import configparser
 import filecmp
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,14 @@ import zipfile
 from pathlib import Path
 
 from modeling_xgenmm.hub.hub_configs import write_hub_configs
-from paths import HUB_CONFIGS, REPO_ROOT
+from paths import (
+    DEFAULT_ORIGINAL_FIXTURES,
+    FIXTURE_SHA256SUMS,
+    FIXTURES,
+    HUB_CONFIGS,
+    PHI3_TOKENIZER,
+    REPO_ROOT,
+)
 
 
 def setup_cfg() -> configparser.ConfigParser:
@@ -72,3 +81,25 @@ def test_hub_configs_folders_are_what_the_generator_writes(tmp_path):
     stale = [f"{name}/{file}" for name, sub in comparison.subdirs.items() for file in sub.diff_files]
     assert not stale, f"stale files, rewrite them with `python -m modeling_xgenmm.hub.hub_configs`: {stale}"
     assert not [name for name, sub in comparison.subdirs.items() if sub.left_only or sub.right_only]
+
+
+def test_fixture_files_are_those_listed_in_sha256sums():
+    """A corrupted, partly copied, missing or unlisted fixture file fails, named (SHA256SUMS is `sha256sum` output)."""
+    listed = {}
+    for line in FIXTURE_SHA256SUMS.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.removeprefix("*")] = digest
+    for folder in (DEFAULT_ORIGINAL_FIXTURES, PHI3_TOKENIZER):
+        assert any(name.startswith(f"{folder.name}/") for name in listed), f"SHA256SUMS lists nothing in {folder}"
+    present = {
+        path.relative_to(FIXTURES).as_posix()
+        for path in FIXTURES.rglob("*")
+        if path.is_file() and path.parent != FIXTURES and "__pycache__" not in path.parts
+    }
+    missing, unlisted = sorted(set(listed) - present), sorted(present - set(listed))
+    assert not missing, f"fixture files listed in {FIXTURE_SHA256SUMS} but missing: {missing}"
+    assert not unlisted, f"fixture files that {FIXTURE_SHA256SUMS} does not list: {unlisted}"
+    differing = [
+        name for name, digest in listed.items() if hashlib.sha256((FIXTURES / name).read_bytes()).hexdigest() != digest
+    ]
+    assert not differing, f"fixture files whose sha256 differs from {FIXTURE_SHA256SUMS}: {differing}"

@@ -1,5 +1,5 @@
 """Text -> ids -> text with the real Phi-3 vocabulary: every string the original setup tokenized
-(`shared/fixtures/phi3_tokenizer/reference_ids.json`) gives the original ids through the tokenizer, a folder the
+(`tests/fixtures/phi3_tokenizer/reference_ids.json`) gives the original ids through the tokenizer, a folder the
 converter writes, the processor and chat template, and `trust_remote_code` without this package; training labels are
 the spans the released models were trained on; generations decode to the answer."""
 

@@ -1,37 +1,52 @@
 """transformers' own processor and image-processor test mixins, run against this package as an upstreamed model's test
 files run them, in any-resolution and in base mode.
 
-The mixins are vendored unmodified from transformers' source distribution (`tests/vendored/transformers/README.md`
-names the version, the licence and the hashes checked below). What is written here is what every model's test file
-writes: the processor under test, its components and the image-processing tester.
+The mixins are not kept here: `upstream_tests.py` takes them, unmodified, from the source distribution of the
+installed transformers version (cached outside the repository; the module is skipped, saying why, when the archive
+cannot be had). `upstream_support/utils/fetch_hub_objects_for_ci.py` is ours: it gives the mixins local pictures for
+their image URLs. What is written here is what every model's test file writes: the processor under test, its
+components and the image-processing tester.
 """
 
-import hashlib
 import sys
 import unittest
 from pathlib import Path
 
+import pytest
 from transformers import AutoTokenizer
 
 import modeling_xgenmm  # noqa: F401  (registers the classes with the Auto classes, as transformers does for its own)
 from paths import TINY_RANDOM
+from upstream_tests import UpstreamTestsUnavailable, cache_differences, upstream_tests_dir
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor
 
 
-VENDORED = Path(__file__).resolve().parent / "vendored" / "transformers"
-VENDORED_SHA256 = {
-    "tests/test_processing_common.py": "a52f52dff8d4bd55b24ea6b9d6e13ac8b95d328c689d100b0831fd3f60a0a83d",
-    "tests/test_image_processing_common.py": "1f6949fa0b6bed1562b7bafd5016785ab11006073be7e6d4eaecc6caa6093f1b",
-}
-sys.path.insert(0, str(VENDORED / "tests"))
+try:
+    UPSTREAM = upstream_tests_dir()
+except UpstreamTestsUnavailable as error:
+    pytest.skip(str(error), allow_module_level=True)
 
+# Ours first: the mixins append the archive's own `utils/` (absent from it) to sys.path and import from there.
+OUR_SUPPORT = Path(__file__).resolve().parent / "upstream_support" / "utils"
+sys.path.insert(0, str(OUR_SUPPORT))
+sys.path.insert(0, str(UPSTREAM / "tests"))
+
+import fetch_hub_objects_for_ci  # noqa: E402
+import test_image_processing_common  # noqa: E402
+import test_processing_common  # noqa: E402
 from test_image_processing_common import ImageProcessingTester, ImageProcessingTestMixin  # noqa: E402
 from test_processing_common import ProcessorTesterMixin  # noqa: E402
 
 
-def test_vendored_mixins_are_unmodified():
-    for name, expected in VENDORED_SHA256.items():
-        assert hashlib.sha256((VENDORED / name).read_bytes()).hexdigest() == expected, f"{name} differs from 5.24.0"
+def test_upstream_files_are_those_taken_from_the_archive():
+    differences = cache_differences(UPSTREAM)
+    assert not differences, f"{UPSTREAM} changed since taken from the archive (delete it to refetch): {differences}"
+
+
+def test_mixins_use_our_offline_media():
+    assert Path(fetch_hub_objects_for_ci.__file__).resolve().parent == OUR_SUPPORT
+    for mixins in (test_processing_common, test_image_processing_common):
+        assert mixins.url_to_local_path is fetch_hub_objects_for_ci.url_to_local_path, mixins.__file__
 
 
 def tiny_image_processor(backend=XGenMMImageProcessor, **overrides):

@@ -1,9 +1,13 @@
-"""Offline stand-in for transformers' `utils/fetch_hub_objects_for_ci.py` (not part of its source distribution).
+"""Offline stand-in for transformers' `utils/fetch_hub_objects_for_ci.py`, written for this project (the upstream
+module is not part of transformers' source distribution).
 
 Upstream, CI pre-downloads the test media of `hf-internal-testing` and `url_to_local_path` maps each URL to that
-file. Here no test may download anything, so each image URL maps to a picture written locally once, at the size of
-the file it stands for (640x480, like the COCO samples the mixins use). Video and audio URLs are returned unchanged:
-the XGen-MM processor has no video or audio component, and the mixins skip those tests for such processors.
+file. transformers' test mixins (fetched by `tests/upstream_tests.py`) import `url_to_local_path` from a top-level
+module of this name; `tests/test_transformers_mixins.py` puts this folder first on `sys.path` and imports this module
+before them, so it is the one they get. Here each image URL maps to a picture written locally once, at the size of the
+file it stands for (640x480, like the COCO samples the mixins use), so no test media are downloaded. Video and audio
+URLs are returned unchanged: the XGen-MM processor has no video or audio component, and the mixins skip those tests
+for such processors.
 """
 
 import hashlib
