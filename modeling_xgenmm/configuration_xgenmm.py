@@ -9,8 +9,9 @@ import os
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import cached_file, logging
+
+from .compat_xgenmm import build_sub_configs, sub_config_specs
 
 
 logger = logging.get_logger(__name__)
@@ -115,6 +116,15 @@ class XGenMMPerceiverConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
 
+# Each sub-configuration's class, default model type and defaults (`AutoConfig`: any model type, in a dict's
+# `model_type`).
+SUB_CONFIG_DEFAULTS = {
+    "vision_config": (AutoConfig, "siglip_vision_model", SIGLIP_SO400M_PATCH14_384),
+    "perceiver_config": (XGenMMPerceiverConfig, XGenMMPerceiverConfig.model_type, {}),
+    "text_config": (AutoConfig, "phi3", PHI3_MINI_XGENMM),
+}
+
+
 @strict
 class XGenMMConfig(PreTrainedConfig):
     r"""
@@ -144,13 +154,8 @@ class XGenMMConfig(PreTrainedConfig):
     """
 
     model_type = "xgenmm"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(
-            config_class=AutoConfig, model_type="siglip_vision_model", init_kwargs=SIGLIP_SO400M_PATCH14_384
-        ),
-        "perceiver_config": XGenMMPerceiverConfig,
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="phi3", init_kwargs=PHI3_MINI_XGENMM),
-    }
+    sub_configs = {key: config_class for key, (config_class, _, _) in SUB_CONFIG_DEFAULTS.items()}
+    sub_configs_defaults = sub_config_specs(SUB_CONFIG_DEFAULTS)
 
     vision_config: dict | PreTrainedConfig | None = None
     perceiver_config: dict | PreTrainedConfig | None = None
@@ -167,6 +172,7 @@ class XGenMMConfig(PreTrainedConfig):
             kwargs = self._translate_original_format(kwargs)
         if self.image_grid_pinpoints is None:
             self.image_grid_pinpoints = [list(grid) for grid in XGENMM_V1_5_GRID_PINPOINTS]
+        build_sub_configs(self, SUB_CONFIG_DEFAULTS)
         super().__post_init__(**kwargs)
         self._sync_perceiver_widths()
 

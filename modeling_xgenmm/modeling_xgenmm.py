@@ -22,17 +22,20 @@ from transformers.cache_utils import Cache
 from transformers.image_processing_utils import select_best_resolution
 from transformers.masking_utils import create_bidirectional_mask, find_packed_sequence_indices
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPooling,
-    MultimodalBaseModelOutputWithPast,
-    MultimodalCausalLMOutputWithPast,
-)
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, logging
-from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
+from .compat_xgenmm import (
+    CACHE_ARG,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+    get_cache,
+    slice_logits_to_keep,
+    takes_cache_argument,
+)
 from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig
 
 
@@ -183,7 +186,7 @@ class XGenMMPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["XGenMMPerceiverLayer"]
-    _skip_keys_device_placement = ["cache"]
+    _skip_keys_device_placement = [CACHE_ARG]
     # The vision tower is built without SigLIP's attention-pooling head, whose output xGen-MM never uses; checkpoints
     # that carry it (the original Salesforce ones, full SigLIP towers) load without it.
     _keys_to_ignore_on_load_unexpected = [r"(^|\.)vision_tower\.head\."]
@@ -449,14 +452,21 @@ class XGenMMModel(XGenMMPreTrainedModel):
 
     def has_packed_rows(self, attention_mask, position_ids, cache) -> bool:
         """Whether the inputs are packed rows: `position_ids` restarting within a row, no `attention_mask`, no cache
-        (padding-free training). They stay apart only in attention that transformers masks per row (eager, sdpa,
-        flex) or runs per row (flash); raises for any other, which would let them see each other."""
+        (padding-free training, and every batch of a serving engine). They stay apart only in attention that
+        transformers masks per row (eager, sdpa, flex), that runs per row (flash), or that an engine runs per
+        sequence itself (vLLM's `vllm`, transformers' `paged|...`); raises for any other, which would let them see
+        each other."""
         if attention_mask is not None or cache is not None or position_ids is None or position_ids.dim() != 2:
             return False
         if find_packed_sequence_indices(position_ids) is None:
             return False
         implementation = self.language_model.config._attn_implementation or "eager"
-        if implementation not in ("eager", "sdpa", "flex_attention") and "flash" not in implementation:
+        keeps_rows_apart = (
+            implementation in ("eager", "sdpa", "flex_attention", "vllm")
+            or "flash" in implementation
+            or implementation.startswith("paged")
+        )
+        if not keeps_rows_apart:
             raise ValueError(
                 "position_ids restart within a row without an attention_mask (packed rows), but the language model's "
                 f"attention {implementation!r} cannot keep packed rows apart; use eager, sdpa, flex_attention or "
@@ -465,7 +475,7 @@ class XGenMMModel(XGenMMPreTrainedModel):
         return True
 
     @can_return_tuple
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @takes_cache_argument
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -522,14 +532,14 @@ class XGenMMModel(XGenMMPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{CACHE_ARG: cache},
             **kwargs,
         )
         return MultimodalBaseModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            cache=outputs.cache,
+            **{CACHE_ARG: get_cache(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_outputs=image_outputs,
@@ -582,6 +592,14 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
                 )
         return super().generate(inputs, generation_config, **kwargs)
 
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        """The library's inputs for one step, without pre-computed image features after the prefill: every image token
+        is in the cache by then (transformers before 5.18 fed them to every step)."""
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and model_inputs.get("use_cache", True):
+            model_inputs.pop("mm_encoder_outputs", None)
+        return model_inputs
+
     def num_parameters_by_part(self) -> dict[str, int]:
         """Parameters of the vision tower, the resampler, the language model with its head, and all together."""
 
@@ -596,7 +614,7 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         }
 
     @can_return_tuple
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @takes_cache_argument
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -660,7 +678,7 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         return MultimodalCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=outputs.cache,
+            **{CACHE_ARG: get_cache(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,

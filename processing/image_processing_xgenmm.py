@@ -488,7 +488,9 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         for index, count in enumerate(counts):
             views = pixel_values[index, :count]
             if do_normalize:
-                self.normalize(views, mean, std, inplace=True)
+                normalized = self.normalize(views, mean, std, inplace=True)
+                if normalized is not views:  # a backend without in-place normalize (transformers < 5.18)
+                    views.copy_(normalized)
             elif do_rescale:
                 views.mul_(rescale_factor)
             pixel_values[index, count:] = 0

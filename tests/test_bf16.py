@@ -11,8 +11,12 @@ import pytest
 import torch
 
 from modeling_xgenmm import XGenMMForConditionalGeneration
+from modeling_xgenmm.compat_xgenmm import CACHE_ARG, get_cache
 from original_fixtures import build_inputs, case_images, recorded_case, recorded_case_names
 from paths import original_fixtures_dir
+
+
+pytestmark = pytest.mark.core
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def step_logits(model, inputs: dict, images: dict, new_ids: torch.Tensor) -> tor
         first = model(**inputs, **images, position_ids=positions[:, :prompt], use_cache=True)
         rest = model(
             input_ids=new_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, prompt:-1],
-            cache=first.cache,
+            **{CACHE_ARG: get_cache(first)},
         )  # fmt: skip
     return torch.cat([first.logits[:, -1:], rest.logits], 1).float()
 

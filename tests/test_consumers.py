@@ -13,6 +13,9 @@ from hub_helpers import tiny_instruct_model
 from processing_helpers import synthetic_image, tiny_processor
 
 
+pytestmark = pytest.mark.core
+
+
 # (width, height) under the tiny-random grid: 40x200 -> 3x1 crops + the global view (4 views), 60x30 -> 1x2 (3 views).
 TALL, WIDE, SQUARE = (40, 200), (60, 30), (56, 56)
 

@@ -17,6 +17,9 @@ from paths import original_fixtures_dir
 from processing_helpers import fixture_float, fixture_pixels, write_original_phi3_folder
 
 
+pytestmark = pytest.mark.core
+
+
 @pytest.mark.parametrize("variant", ["instruct", "base"])
 def test_converted_image_processor_carries_the_released_grids(variant, tmp_path):
     fixtures = original_fixtures_dir()

@@ -25,6 +25,9 @@ from processing_helpers import (
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil
 
 
+pytestmark = pytest.mark.core
+
+
 LEVEL = 2 / 255  # one uint8 level of a view, in normalised pixel values
 BACKENDS = [XGenMMImageProcessorPil, XGenMMImageProcessor]
 
@@ -95,6 +98,20 @@ def test_torchvision_backend_tolerance_per_mode(mode):
         ).abs()
         assert difference.max() <= max_levels * LEVEL + 1e-5, (width, height, difference.max().item() / LEVEL)
         assert (difference > 1e-5).float().mean() <= max_fraction, (width, height)
+
+
+def test_torchvision_backend_normalizes_with_a_backend_normalize_that_returns_a_copy(monkeypatch):
+    """transformers < 5.18's torchvision backend has no in-place `normalize` (it takes and ignores `inplace`, returning
+    a new tensor): the views must be the normalized ones either way."""
+    image = synthetic_image("RGB", 300, 200)
+    expected = XGenMMImageProcessor()(image, return_tensors="pt")["pixel_values"]
+    backend_normalize = XGenMMImageProcessor.normalize
+
+    def normalize_as_a_copy(self, image, mean, std, inplace=False, **kwargs):
+        return backend_normalize(self, image.clone(), mean, std, inplace=True)
+
+    monkeypatch.setattr(XGenMMImageProcessor, "normalize", normalize_as_a_copy)
+    assert torch.equal(XGenMMImageProcessor()(image, return_tensors="pt")["pixel_values"], expected)
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "1"])

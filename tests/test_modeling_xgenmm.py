@@ -10,9 +10,13 @@ from transformers.generation.configuration_utils import CompileConfig
 from transformers.integrations.accelerate import infer_auto_device_map
 
 from isolation import run_isolated
+from library_versions import enable_activation_checkpointing
 from modeling_helpers import collate, make_sample, tiny_config, tiny_model
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration, XGenMMModel
 from modeling_xgenmm.modeling_xgenmm import stitched_raster_index, unpad_mask
+
+
+pytestmark = pytest.mark.core
 
 
 # Image sizes (height, width) that pick different grids of the tiny config (view size 56): 1x2, 2x1, 3x1, 2x2.
@@ -265,7 +269,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     for checkpointing in (False, True):
         model = tiny_model(seed=2).train()
         if checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         loss = model(**batch).loss
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))

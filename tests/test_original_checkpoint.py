@@ -31,6 +31,9 @@ from paths import original_fixtures_dir
 from xgenmm_processing import XGenMMImageProcessor
 
 
+pytestmark = pytest.mark.core
+
+
 VARIANTS = ("base", "instruct")
 LOAD_PATHS = ("converted", "direct")
 

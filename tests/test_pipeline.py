@@ -21,6 +21,9 @@ from hub_helpers import (
 from isolation import run_isolated
 
 
+pytestmark = pytest.mark.core
+
+
 GREEDY = {"max_new_tokens": 8, "min_new_tokens": 4, "do_sample": False}
 
 

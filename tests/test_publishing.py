@@ -27,6 +27,7 @@ from paths import HUB_CONFIGS, TINY_RANDOM
 
 REPO_ID = "me/tiny-xgenmm"
 CODE_FILES = {
+    "compat_xgenmm.py",
     "configuration_xgenmm.py",
     "modeling_xgenmm.py",
     "processing_xgenmm.py",

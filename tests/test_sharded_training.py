@@ -182,6 +182,7 @@ def test_fsdp2_saves_a_full_model_that_from_pretrained_loads(runs):
 def test_fsdp2_saved_folder_loads_with_trust_remote_code_without_the_package(runs, tmp_path):
     folder = runs[0]["fsdp2"]
     assert {path.name for path in folder.glob("*.py")} == {
+        "compat_xgenmm.py",
         "configuration_xgenmm.py",
         "modeling_xgenmm.py",
         "processing_xgenmm.py",

@@ -13,6 +13,9 @@ from processing_helpers import write_original_phi3_folder
 from xgenmm_processing import XGenMMTokenizer
 
 
+pytestmark = pytest.mark.core
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return AutoTokenizer.from_pretrained(TINY_RANDOM)

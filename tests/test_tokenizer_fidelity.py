@@ -13,11 +13,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoProcessor, AutoTokenizer
 
 from isolation import run_isolated
+from library_versions import needs_assistant_masks_with_images
 from modeling_xgenmm.checkpoint.convert import convert_original_checkpoint
 from modeling_xgenmm.train.collators import XGenMMDataCollator, XGenMMPreferenceCollator
 from paths import PHI3_TOKENIZER, original_fixtures_dir
 from processing_helpers import synthetic_image
 from xgenmm_processing import XGenMMTokenizer
+
+
+pytestmark = pytest.mark.core
 
 
 CASES = json.loads((PHI3_TOKENIZER / "reference_ids.json").read_text())["cases"]
@@ -182,6 +186,7 @@ def test_rounds_tokenized_one_by_one_add_up_to_the_whole_conversation(tokenizer)
     assert ids == tokenizer(text)["input_ids"]
 
 
+@needs_assistant_masks_with_images
 def test_sft_labels_are_the_released_training_targets_on_a_multi_turn_conversation(converted):
     processor = AutoProcessor.from_pretrained(converted)
     tokenizer = processor.tokenizer

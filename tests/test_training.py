@@ -13,6 +13,7 @@ from peft import get_peft_model
 from peft.tuners.lora import LoraLayer
 
 from isolation import run_isolated
+from library_versions import activation_checkpointing_on
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.train import (
     XGenMMTrainingArguments,
@@ -22,7 +23,7 @@ from modeling_xgenmm.train import (
     lora_config,
     train_stage,
 )
-from modeling_xgenmm.train.collators import BadSampleError, XGenMMDataCollator
+from modeling_xgenmm.train.collators import ASSISTANT_MASKS_WITH_IMAGES, BadSampleError, XGenMMDataCollator
 from modeling_xgenmm.train.policy import bf16_available, weights_sha256
 from paths import HUB_CONFIGS, TINY_RANDOM
 from training_helpers import (
@@ -139,15 +140,18 @@ def test_bf16_only_where_cuda_has_it(monkeypatch):
     assert not bf16_available()
 
 
+@pytest.mark.core
 def test_activation_checkpointing_is_on_by_default_and_does_not_change_the_result(image_paths, tmp_path):
+    """Also one training step on every transformers of the range (the older Trainers read `gradient_checkpointing`)."""
     runs = {}
     for checkpointing in (True, False):
         model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
         recorder = LossRecorder()
         arguments = tiny_args(tmp_path / str(checkpointing), max_steps=3, activation_checkpointing=checkpointing)
-        trainer = build_trainer(model, processor, sft_rows(image_paths, 12), "sft", arguments, callbacks=[recorder])
+        rows = pretraining_rows(image_paths, 12)
+        trainer = build_trainer(model, processor, rows, "pretrain", arguments, callbacks=[recorder])
         trainer.train()
-        assert model.is_activation_checkpointing is checkpointing
+        assert activation_checkpointing_on(model) is checkpointing
         runs[checkpointing] = recorder.losses, parameters(model)
     assert XGenMMTrainingArguments(output_dir="unused", report_to="none").activation_checkpointing is True
     assert runs[True][0].keys() == {1, 2, 3}
@@ -249,6 +253,14 @@ def test_each_stage_trains_on_its_rows(image_paths, tmp_path):
         assert losses[-1] < losses[0], (stage, losses)
 
 
+@pytest.mark.core
+@pytest.mark.skipif(ASSISTANT_MASKS_WITH_IMAGES, reason="transformers >= 5.18 trains on conversations with images")
+def test_below_5_18_conversations_with_images_are_refused_naming_the_version(tiny, image_paths, tmp_path):
+    model, processor = tiny
+    with pytest.raises(RuntimeError, match=r"assistant masks, which follow the image tokens from transformers 5\.18"):
+        train_stage(model, processor, sft_rows(image_paths, 4), "sft", tiny_args(tmp_path, max_steps=1))
+
+
 def test_a_stage_refuses_rows_of_another_stage(tiny, image_paths, tmp_path):
     model, processor = tiny
     with pytest.raises(BadSampleError, match=r"a document row, but this collator takes conversation rows"):
@@ -346,7 +358,12 @@ def test_load_rows_reads_json_and_jsonl_and_resolves_image_paths(tmp_path):
 
 @pytest.mark.parametrize(
     "example, rows",
-    [("pretrain", pretraining_rows), ("sft", sft_rows), ("interleaved_sft", multi_image_rows), ("sft_trl", sft_rows)],
+    [
+        pytest.param("pretrain", pretraining_rows, marks=pytest.mark.core),
+        ("sft", sft_rows),
+        ("interleaved_sft", multi_image_rows),
+        ("sft_trl", sft_rows),
+    ],
 )
 def test_example_script_trains_and_saves_a_hub_folder(example, rows, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", rows([f"img/{index}.png" for index in range(4)], 8))

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import transformers
 from jinja2.exceptions import TemplateError
+from packaging import version
 from PIL import Image
 from transformers.utils import logging
 from trl.data_utils import apply_chat_template, common_prefix_length
@@ -36,6 +38,9 @@ from .rows import (
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
+# From transformers 5.18 the chat template's assistant masks follow the image tokens the processor inserts; before,
+# they land on the wrong tokens of a conversation with images (TRL refuses that case below 5.18 too).
+ASSISTANT_MASKS_WITH_IMAGES = version.parse(transformers.__version__) >= version.parse("5.18.0")
 # What a malformed row raises inside the processor or the row helpers; anything else is a bug and propagates.
 BAD_SAMPLE_ERRORS = (ValueError, TypeError, KeyError, OSError, TemplateError, Image.DecompressionBombError)
 
@@ -219,6 +224,12 @@ class XGenMMDataCollator:
             if not any(message["role"] == "assistant" for message in messages):
                 raise ValueError("the conversation has no assistant turn to learn from")
             check_image_files(images)
+            if images and not ASSISTANT_MASKS_WITH_IMAGES:
+                raise RuntimeError(
+                    "training on conversations with images takes the chat template's assistant masks, which follow "
+                    f"the image tokens from transformers 5.18 on; transformers {transformers.__version__} is "
+                    "installed: upgrade it (pip install 'transformers>=5.18')"
+                )
             out = processor.apply_chat_template(
                 fill_image_blocks(messages, images),
                 chat_template=self.chat_template,

@@ -11,6 +11,7 @@
 """
 
 import copy
+import dataclasses
 import hashlib
 import re
 import tempfile
@@ -20,7 +21,14 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    TrainingArguments,
+)
 from transformers.utils import logging
 from trl import ModelConfig, get_quantization_config
 
@@ -35,6 +43,12 @@ LORA_DEFAULTS = {"r": 64, "lora_alpha": 128, "lora_dropout": 0.05}
 # module-name prefixes from the model's root (`should_convert_module`); given explicitly, they replace its default
 # skips, so `lm_head` is listed too.
 QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.resampler", "lm_head"]
+
+
+# Whether the installed Trainer reads `activation_checkpointing` (5.23 on) or only `gradient_checkpointing`.
+TRAINER_READS_ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {
+    field.name for field in dataclasses.fields(TrainingArguments)
+}
 
 
 def bf16_available() -> bool:
@@ -79,6 +93,9 @@ class PolicyFields:
             self.bf16 = bf16_available() and not self.fp16
         if not torch.accelerator.is_available():
             self.use_cpu = True
+        if not TRAINER_READS_ACTIVATION_CHECKPOINTING and self.gradient_checkpointing is None:
+            # the Trainer of transformers < 5.23 only reads the older name
+            self.gradient_checkpointing = self.activation_checkpointing
         super().__post_init__()
 
 
