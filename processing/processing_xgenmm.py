@@ -4,6 +4,7 @@
 This file is copied verbatim into every Hub folder, so it imports only numpy, torch and `transformers`.
 """
 
+import dataclasses
 import re
 
 import numpy as np
@@ -18,17 +19,29 @@ CHAT_ROLES = ("system", "user", "assistant")
 IMAGE_PAYLOADS = ("image", "url", "path", "base64")
 
 
-def check_messages(messages, conversation: int | None = None) -> None:
+def check_messages(messages, conversation: int | None = None, image_token: str = "<image>") -> None:
     """Raises `ValueError` naming the message and the field when a chat is not a list of `{"role", "content"}`
     messages whose content is a string or a list of text and image blocks: a chat template would otherwise render a
-    malformed message as an empty or garbled turn."""
+    malformed message as an empty or garbled turn. A chat with image blocks may not also write `image_token` in a text
+    (it would mark an image that is not there; text-only chats may, their images given beside them). Read as
+    transformers reads a chat: a key whose value is `None` is absent, an OpenAI `image_url` block is an image block,
+    message objects (dataclasses, pydantic models) are left to the library."""
     where = "" if conversation is None else f"conversation {conversation}, "
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError(f"{where}a chat is a non-empty list of messages, got {messages!r:.80}")
+    has_image_blocks = any(
+        isinstance(block, dict) and block.get("type") in ("image", "image_url")
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), (list, tuple))
+        for block in message["content"]
+    )
     for index, message in enumerate(messages):
         name = f"{where}message {index}"
+        if dataclasses.is_dataclass(message) or hasattr(message, "model_dump"):
+            continue
         if not isinstance(message, dict):
             raise ValueError(f"{name} is a {type(message).__name__}; expected a dict with 'role' and 'content'")
+        message = {key: value for key, value in message.items() if value is not None}
         for field in ("role", "content"):
             if field not in message:
                 raise ValueError(
@@ -37,22 +50,28 @@ def check_messages(messages, conversation: int | None = None) -> None:
         role, content = message["role"], message["content"]
         if role not in CHAT_ROLES:
             raise ValueError(f"{name} has role {role!r}; expected one of {list(CHAT_ROLES)}")
-        if isinstance(content, str):
-            continue
-        if not isinstance(content, (list, tuple)):
+        texts = [(name, content)] if isinstance(content, str) else []
+        if not isinstance(content, (str, list, tuple)):
             raise ValueError(
                 f"{name} ({role}) has content {content!r:.60}; expected a string or a list of text and image blocks"
             )
-        for position, block in enumerate(content):
+        for position, block in enumerate(content if not isinstance(content, str) else []):
             block_name = f"{name} ({role}), block {position}"
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text":
                 if not isinstance(block.get("text"), str):
                     raise ValueError(f"{block_name} is a text block without a string 'text': {block!r:.80}")
-            elif kind != "image":
+                texts.append((block_name, block["text"]))
+            elif kind not in ("image", "image_url"):
                 raise ValueError(
                     f"{block_name} is {block!r:.80}; expected {{'type': 'text', 'text': ...}} or "
                     f"{{'type': 'image'}} with one of {list(IMAGE_PAYLOADS)}"
+                )
+        for text_name, text in texts:
+            if has_image_blocks and image_token in text:
+                raise ValueError(
+                    f"{text_name} writes {image_token} in its text, but the chat gives its images as image blocks: "
+                    f"that {image_token} would mark an image that is not there; use an image block for each image"
                 )
 
 
@@ -162,17 +181,15 @@ class XGenMMProcessor(ProcessorMixin):
                     )
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """The library's `apply_chat_template`, every message checked (`check_messages`) before a template renders
+        it."""
         if not isinstance(conversation, (list, tuple)) or not conversation:
             raise ValueError(f"a chat is a non-empty list of messages, or a list of chats; got {conversation!r:.80}")
+        # A batch as the library tells one: a list of chats, or of chat objects holding `messages`.
+        is_batched = isinstance(conversation[0], (list, tuple)) or hasattr(conversation[0], "messages")
+        for index, messages in enumerate(conversation if is_batched else [conversation]):
+            check_messages(getattr(messages, "messages", messages), index if is_batched else None, self.image_token)
         return super().apply_chat_template(conversation, chat_template, **kwargs)
-
-    def _normalize_conversations(self, conversation) -> tuple[list, bool]:
-        """The library's normal form (batched, OpenAI `image_url` blocks as image blocks), every message checked
-        (`check_messages`) before a template renders it."""
-        conversations, is_batched = super()._normalize_conversations(conversation)
-        for index, messages in enumerate(conversations):
-            check_messages(messages, index if is_batched else None)
-        return conversations, is_batched
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         image_size = image_inputs["image_sizes"][image_idx]
@@ -212,7 +229,7 @@ class XGenMMProcessor(ProcessorMixin):
         an image's views share its row)."""
         if image_sizes is None:
             return MultiModalData()
-        images_kwargs = self._merge_kwargs(**kwargs)["images_kwargs"]
+        images_kwargs = self._merge_kwargs(self.valid_processor_kwargs, **kwargs)["images_kwargs"]
         views = [self.image_processor.get_num_image_views(size, **images_kwargs) for size in image_sizes]
         return MultiModalData(
             num_image_tokens=[count * self.image_seq_length for count in views], num_image_patches=[1] * len(views)
