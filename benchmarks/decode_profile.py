@@ -13,7 +13,7 @@ import pstats
 
 import torch
 
-from modeling_xgenmm.hub.variants import build_processor
+from modeling_xgenmm.checkpoint.contents import build_processor
 from xgenmm_processing import XGenMMTokenizer
 
 from .generation_speed import generation_inputs

@@ -43,7 +43,7 @@ import torch
 import transformers
 
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
-from modeling_xgenmm.hub.variants import build_processor
+from modeling_xgenmm.checkpoint.contents import build_processor
 from modeling_xgenmm.train.policy import freeze_resampler, freeze_vision_tower
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMTokenizer
 

@@ -91,7 +91,7 @@ def worker(preset_name: str, output: str) -> None:
     """One process of a launched run: one training step, then this process's numbers appended to `output`."""
     from transformers import TrainerCallback
 
-    from modeling_xgenmm.hub.variants import build_processor
+    from modeling_xgenmm.checkpoint.contents import build_processor
     from xgenmm_processing import XGenMMTokenizer
 
     from .dpo_cost import sft_trainer_and_batch, toy_preference_rows

@@ -23,9 +23,9 @@ from huggingface_hub.serialization._base import parse_size_to_int
 from .checkpoint.convert import convert_original_checkpoint
 from .checkpoint.folders import ModelFolderError
 from .checkpoint.key_map import OriginalCheckpointError
-from .hub.model_card import VARIANTS
-from .hub.network import HubRequestError
+from .checkpoint.network import HubRequestError
 from .hub.publish import PublishError, prepare_hub_folder, publish
+from .hub.variants import REPORT_SHOTS, VARIANTS
 from .toy_world.settings import DEFAULT_CONFIG as DEFAULT_TOY_CONFIG
 from .toy_world.settings import ToyWorldSettings
 
@@ -208,7 +208,12 @@ def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--tasks", required=True, help="comma-separated lmms-eval task names")
     evaluate.add_argument("--output-path", default="runs/eval", help="where lmms-eval writes its results")
     evaluate.add_argument("--batch-size", type=positive_int, default=1, help="prompts per generate call")
-    evaluate.add_argument("--num-shots", type=int, default=0, help="in-context examples (base models: 0, 4, 8)")
+    evaluate.add_argument(
+        "--num-shots",
+        type=int,
+        default=0,
+        help=f"in-context examples (base models: {', '.join(map(str, REPORT_SHOTS))})",
+    )
     evaluate.add_argument("--limit", type=positive_int, help="only the first N documents of each task (testing)")
     evaluate.add_argument("--model-args", default="", help="more model_args for lmms-eval, e.g. dtype=bfloat16")
     evaluate.add_argument("--force-simple", action="store_true", help="lmms-eval's plain mode (likelihood tasks)")

@@ -25,7 +25,7 @@ def initial_tokenizer_len(folder: Path) -> int:
 
 def fixture_tokenizer(folder: Path):
     """A tiny tokenizer with the set's id layout (`<image>` at L), for processing files next to its checkpoints."""
-    from modeling_xgenmm.hub.hub_configs import build_tiny_tokenizer
+    from modeling_xgenmm.hub.write_configs import build_tiny_tokenizer
 
     return build_tiny_tokenizer(initial_tokenizer_len(folder))
 

@@ -386,7 +386,7 @@ def test_publishing_to_a_hub_that_never_answers_fails_in_bounded_time(silent_ser
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", silent_server)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.3)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_ETAG_TIMEOUT", 0.3)
-    monkeypatch.setattr("modeling_xgenmm.hub.network.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("modeling_xgenmm.checkpoint.network.time.sleep", lambda seconds: None)
     with pytest.raises(
         PublishError, match=r"creating the Hub repo me/tiny failed: no answer within 0.9 s \(timeout\)"
     ):

@@ -20,7 +20,7 @@ from benchmarks.run import (
     report,
     run,
 )
-from modeling_xgenmm.hub.variants import build_processor
+from modeling_xgenmm.checkpoint.contents import build_processor
 from paths import REPO_ROOT
 from xgenmm_processing import XGenMMTokenizer
 

@@ -13,12 +13,12 @@ from lmms_eval.api.instance import Instance
 from transformers import AutoTokenizer
 
 from modeling_helpers import tiny_config, tiny_model
+from modeling_xgenmm.checkpoint.contents import build_processor
 from modeling_xgenmm.cli import main as xgenmm
 from modeling_xgenmm.eval.fewshot import Shot, draw_shots, few_shot_prompt
 from modeling_xgenmm.eval.lmms import XGenMM
-from modeling_xgenmm.eval.results import lmms_eval_results, write_card_results
 from modeling_xgenmm.eval.tasks import interleaved
-from modeling_xgenmm.hub.variants import build_processor
+from modeling_xgenmm.hub.card_results import lmms_eval_results, write_card_results
 from modeling_xgenmm.toy_world.evaluation import greedy_answers
 from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, held_out_rows, run_toy_world
 from modeling_xgenmm.toy_world.settings import DEFAULT_CONFIG

@@ -11,7 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from modeling_xgenmm.hub.hub_configs import write_hub_configs
+from modeling_xgenmm.hub.write_configs import write_hub_configs
 from paths import (
     DEFAULT_ORIGINAL_FIXTURES,
     FIXTURE_SHA256SUMS,
@@ -79,7 +79,7 @@ def test_hub_configs_folders_are_what_the_generator_writes(tmp_path):
     write_hub_configs(copy)
     comparison = filecmp.dircmp(HUB_CONFIGS, copy, ignore=["__pycache__"])
     stale = [f"{name}/{file}" for name, sub in comparison.subdirs.items() for file in sub.diff_files]
-    assert not stale, f"stale files, rewrite them with `python -m modeling_xgenmm.hub.hub_configs`: {stale}"
+    assert not stale, f"stale files, rewrite them with `python -m modeling_xgenmm.hub.write_configs`: {stale}"
     assert not [name for name, sub in comparison.subdirs.items() if sub.left_only or sub.right_only]
 
 

@@ -15,7 +15,7 @@ from transformers import AutoProcessor
 from isolation import run_isolated
 from library_versions import needs_assistant_masks_with_images
 from modeling_xgenmm import XGenMMConfig, XGenMMModel
-from modeling_xgenmm.hub.variants import build_processor, chat_template
+from modeling_xgenmm.checkpoint.contents import build_processor, chat_template
 from paths import HUB_CONFIGS, TINY_RANDOM
 from processing_helpers import as_base64, png_bytes, synthetic_image, tiny_processor
 from xgenmm_processing import XGenMMImageProcessor, XGenMMProcessor

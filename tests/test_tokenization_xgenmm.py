@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 import modeling_xgenmm  # noqa: F401  (registers the Auto classes)
-from modeling_xgenmm.hub.hub_configs import PHI3_ADDED_TOKENS, build_tiny_tokenizer
+from modeling_xgenmm.hub.write_configs import PHI3_ADDED_TOKENS, build_tiny_tokenizer
 from paths import PHI3_TOKENIZER, TINY_RANDOM
 from processing_helpers import write_original_phi3_folder
 from xgenmm_processing import XGenMMTokenizer

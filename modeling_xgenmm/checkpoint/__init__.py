@@ -1,4 +1,3 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""Checkpoints on disk: the released Salesforce checkpoints' original format (`key_map`: the key map that
-`from_pretrained` applies on load; `convert`: the streaming converter behind `xgenmm convert`) and model folders
-(`folders`: weight files, writing an output folder)."""
+"""Model folders: the released Salesforce checkpoints' original format and its conversion, what a folder holds, and
+the Hub requests that fetch one. Each module's job is in the README's layout table."""

@@ -26,9 +26,8 @@ from transformers.utils import GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, 
 from xgenmm_processing import XGenMMTokenizer
 
 from ..configuration_xgenmm import XGenMMConfig
-from ..hub.network import HubRequestError, call_hub
-from ..hub.variants import build_image_processor, build_processor, stop_at_end_of_turn
 from ..modeling_xgenmm import XGenMMForConditionalGeneration
+from .contents import build_image_processor, build_processor, stop_at_end_of_turn
 from .folders import (
     ModelFolderError,
     check_output_folder,
@@ -38,6 +37,7 @@ from .folders import (
     save_model_files,
 )
 from .key_map import OriginalCheckpointError, OriginalWeightPlan, is_original_config, plan_original_weights
+from .network import HubRequestError, call_hub
 
 
 logger = logging.get_logger(__name__)

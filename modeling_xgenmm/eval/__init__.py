@@ -1,3 +1,3 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""Evaluation: the lmms-eval model (`lmms`, imported by lmms-eval through its entry point), the base model's few-shot
-protocol (`fewshot`), the toy-world lmms-eval task (`tasks/`) and eval results in model cards (`results`)."""
+"""Evaluation with lmms-eval: the model it finds through its entry point, the base model's few-shot protocol, the
+package's tasks and `xgenmm eval`. Each module's job is in the README's layout table."""

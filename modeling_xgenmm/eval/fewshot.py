@@ -11,7 +11,6 @@ from dataclasses import dataclass
 IMAGE_TOKEN = "<image>"
 IMAGE_PLACEHOLDER_TOKEN = "<image placeholder>"
 END_OF_CHUNK_TOKEN = "<|endofchunk|>"
-REPORT_SHOTS = (0, 4, 8)
 
 
 @dataclass
@@ -53,4 +52,4 @@ def draw_shots(pool_size: int, num_shots: int, seed: int, exclude: int | None = 
     return random.Random(seed).sample(candidates, num_shots)
 
 
-__all__ = ["REPORT_SHOTS", "Shot", "draw_shots", "few_shot_prompt", "image_markers"]
+__all__ = ["Shot", "draw_shots", "few_shot_prompt", "image_markers"]

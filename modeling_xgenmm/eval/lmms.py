@@ -22,7 +22,7 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from ..hub.variants import is_instruct
+from ..checkpoint.contents import is_instruct
 from .fewshot import Shot, draw_shots, few_shot_prompt, image_markers
 
 

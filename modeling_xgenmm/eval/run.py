@@ -3,11 +3,12 @@
 package's tasks on its include path, then writes the results into the folder's model card (`model-index`), so that
 `xgenmm publish` publishes them. lmms-eval's JSON stays in `--output-path`."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from .results import latest_results_file, lmms_eval_results, read_results, write_card_results
+from ..hub.card_results import lmms_eval_results, write_card_results
 from .tasks import TASKS_DIR
 
 
@@ -34,6 +35,18 @@ def lmms_eval_command(
     return command
 
 
+def latest_results_file(output_path: str | Path) -> Path:
+    """The newest `*_results.json` lmms-eval wrote under `output_path`."""
+    files = sorted(Path(output_path).rglob("*_results.json"), key=lambda path: path.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"lmms-eval wrote no *_results.json under {output_path}")
+    return files[-1]
+
+
+def read_results(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def run_eval(model: str, tasks: str, output_path: str, write_card: bool = True, **options) -> Path:
     """Runs lmms-eval and returns the results file it wrote; with `write_card`, a local model folder's README.md gets
     the results too."""
@@ -52,4 +65,4 @@ def run_eval(model: str, tasks: str, output_path: str, write_card: bool = True, 
     return path
 
 
-__all__ = ["lmms_eval_command", "run_eval"]
+__all__ = ["latest_results_file", "lmms_eval_command", "read_results", "run_eval"]

@@ -1,4 +1,3 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""The Hugging Face Hub side: what a model folder holds besides its weights (`variants`: instruct or base, processor,
-chat template, end of turn), model cards (`model_card`), publishing (`publish`, behind `xgenmm publish`) and the
-`hub_configs/` folders (`hub_configs`)."""
+"""The Hugging Face Hub side: the variants' facts, model cards and their results, publishing, and the writer of the
+`hub_configs/` folders. Each module's job is in the README's layout table."""

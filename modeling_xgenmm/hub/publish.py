@@ -26,6 +26,7 @@ from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, PROCESSOR_NA
 
 from xgenmm_processing import XGenMMProcessor, XGenMMTokenizer
 
+from ..checkpoint.contents import stop_at_end_of_turn
 from ..checkpoint.folders import (
     ModelFolderError,
     SafetensorsWeights,
@@ -37,11 +38,11 @@ from ..checkpoint.folders import (
     save_model_files,
 )
 from ..checkpoint.key_map import is_original_config
+from ..checkpoint.network import HubRequestError, call_hub
 from ..configuration_xgenmm import XGenMMConfig
 from ..modeling_xgenmm import XGenMMForConditionalGeneration
-from .model_card import VARIANTS, model_card
-from .network import HubRequestError, call_hub
-from .variants import stop_at_end_of_turn
+from .model_card import model_card
+from .variants import VARIANTS
 
 
 logger = logging.get_logger(__name__)

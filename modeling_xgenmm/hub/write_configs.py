@@ -2,7 +2,7 @@
 """Writes every folder of `hub_configs/` from its `config.json`: the processing files (processor, chat template, and
 for the small models the tiny tokenizer) and the model card.
 
-    python -m modeling_xgenmm.hub.hub_configs [hub_configs folder]
+    python -m modeling_xgenmm.hub.write_configs [hub_configs folder]
 
 The Phi-3 vocabulary cannot be downloaded here, so `tiny-random` and `toy-world` get a tiny tokenizer with the same
 layout scaled down (`shared/fixtures/official_tiny/token_map.json`): 995 ids, `<unk>` 0, `<s>` 1, `</s>` 2, the
@@ -26,9 +26,9 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
 from xgenmm_processing import XGenMMTokenizer
 
+from ..checkpoint.contents import build_processor
 from ..configuration_xgenmm import XGenMMConfig
 from .model_card import hub_config_card
-from .variants import build_processor
 
 
 TINY_LEARNED_VOCAB_END = 980

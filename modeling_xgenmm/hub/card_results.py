@@ -3,11 +3,12 @@
 `huggingface_hub.EvalResult`): the report's published numbers of the released variants, and lmms-eval results of a
 model folder (`xgenmm eval`), merged into its README.md so that `xgenmm publish` publishes them."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .variants import REPORT_SHOTS
 
 
 REPORT_NAME = "xGen-MM (BLIP-3) report"
@@ -44,11 +45,11 @@ REPORT_BENCHMARKS = {
 
 def report_results(few_shot: dict[str, tuple[float, ...]], scores: tuple[tuple[str, str], ...]) -> list[EvalResult]:
     """The report's published numbers as structured results with their source: few-shot scores per number of shots
-    (0, 4, 8), and single scores."""
+    (`REPORT_SHOTS`), and single scores."""
     results = []
     for name, values in few_shot.items():
         benchmark = REPORT_BENCHMARKS[name]
-        for shots, value in zip((0, 4, 8), values):
+        for shots, value in zip(REPORT_SHOTS, values):
             results.append(_published(name, benchmark, float(value), f"{shots}-shot"))
     for name, value in scores:
         results.append(_published(name, REPORT_BENCHMARKS[name], float(value), None))
@@ -123,24 +124,10 @@ def _key(result: EvalResult) -> tuple:
     return (result.task_name, result.dataset_type, result.metric_type, result.metric_config)
 
 
-def latest_results_file(output_path: str | Path) -> Path:
-    """The newest `*_results.json` lmms-eval wrote under `output_path`."""
-    files = sorted(Path(output_path).rglob("*_results.json"), key=lambda path: path.stat().st_mtime)
-    if not files:
-        raise FileNotFoundError(f"lmms-eval wrote no *_results.json under {output_path}")
-    return files[-1]
-
-
-def read_results(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 __all__ = [
     "REPORT_BENCHMARKS",
     "Benchmark",
-    "latest_results_file",
     "lmms_eval_results",
-    "read_results",
     "report_results",
     "write_card_results",
 ]
