@@ -200,6 +200,15 @@ class XGenMMPreTrainedModel(PreTrainedModel):
         if isinstance(module, XGenMMPerceiverResampler):
             init.normal_(module.latents, mean=0.0, std=1.0)
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: like the library's own models, every `_init_weights` here writes through `transformers.initialization`
+        (which marks what it initialised). For custom code transformers assumes otherwise and skips the modules without
+        parameters of their own when it initialises missing weights, which would skip the sub-models' initialisation
+        done one level above their linear layers (SigLIP's attention and MLP): a checkpoint missing such a weight would
+        load it with another distribution than a model built from its config."""
+        return False
+
     def post_init(self):
         super().post_init()
         # `post_init` gathers the sub-models' `_no_split_modules`, which name classes this model never builds (SigLIP's
