@@ -202,11 +202,12 @@ class XGenMMPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def is_custom_code(cls) -> bool:
-        """False: like the library's own models, every `_init_weights` here writes through `transformers.initialization`
-        (which marks what it initialised). For custom code transformers assumes otherwise and skips the modules without
-        parameters of their own when it initialises missing weights, which would skip the sub-models' initialisation
-        done one level above their linear layers (SigLIP's attention and MLP): a checkpoint missing such a weight would
-        load it with another distribution than a model built from its config."""
+        """False: like the library's own models, every `_init_weights` here writes through
+        `transformers.initialization` (which marks what it initialised). For custom code transformers assumes otherwise
+        and skips the modules without parameters of their own when it initialises missing weights, which would skip
+        the sub-models' initialisation done one level above their linear layers (SigLIP's attention and MLP): a
+        checkpoint missing such a weight would load it with another distribution than a model built from its
+        config."""
         return False
 
     def post_init(self):
@@ -335,6 +336,40 @@ class XGenMMModel(XGenMMPreTrainedModel):
             )
         return counts
 
+    def images_after_cache(
+        self, input_ids: torch.Tensor, cached: int, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None
+    ) -> dict:
+        """`pixel_values` and `image_sizes` without the images whose tokens lie in the first `cached` positions of
+        `input_ids`, when they hold every image of `input_ids` (row after row, in order); as they are otherwise (the
+        images after the cache alone, or a mismatch that the forward reports). Neither when the cache holds every
+        image."""
+        views = self.views_per_image(image_sizes, pixel_values)
+        tokens = [count * self.config.perceiver_config.num_latents for count in views]
+        is_image = input_ids == self.config.image_token_id
+        if sum(tokens) != int(is_image.sum()):
+            return {"pixel_values": pixel_values, "image_sizes": image_sizes}
+        keep, image = [], 0
+        for row in is_image:
+            in_cache, seen = int(row[:cached].sum()), 0
+            while seen < int(row.sum()):
+                if seen < in_cache < seen + tokens[image]:
+                    raise ValueError(
+                        f"the cache ({cached} positions) ends inside the tokens of image {image}; continue a "
+                        "conversation from a cache that holds whole images"
+                    )
+                keep.append(seen >= in_cache)
+                seen, image = seen + tokens[image], image + 1
+        if not any(keep):
+            return {}
+        if pixel_values.dim() == 5:
+            pixel_values = pixel_values[torch.tensor(keep, device=pixel_values.device)]
+        else:
+            pixel_values = torch.cat([image for image, kept in zip(pixel_values.split(views), keep) if kept])
+        if image_sizes is not None:
+            image_sizes = torch.as_tensor(image_sizes)
+            image_sizes = image_sizes[torch.tensor(keep, device=image_sizes.device)]
+        return {"pixel_values": pixel_values, "image_sizes": image_sizes}
+
     @staticmethod
     def real_views(pixel_values: torch.Tensor, views: list[int]) -> torch.Tensor:
         """The views of every image, flattened `(views, channels, height, width)`, from either layout: the zero views
@@ -407,6 +442,8 @@ class XGenMMModel(XGenMMPreTrainedModel):
         `last_hidden_state` holds the tower's features per view, and `hidden_states` / `attentions` the tower's when
         asked for (`output_hidden_states=True` / `output_attentions=True`).
         """
+        if pixel_values is None:
+            raise ValueError("get_image_features needs pixel_values, the processor's views of the images; got None")
         if pixel_values.dim() not in (4, 5):
             raise ValueError(
                 "pixel_values must be (images, max_views, channels, height, width), one row per image as the "
@@ -586,14 +623,33 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         return self.model.get_image_features(pixel_values, image_sizes, **kwargs)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
-        """`GenerationMixin.generate`, refusing a prompt whose image tokens come without images: the forward reads
-        such tokens as text (for the assistant of assisted decoding, which gets them without images on purpose), so
-        a prompt whose `pixel_values` were forgotten would otherwise give a plausible answer about no image."""
+        """`GenerationMixin.generate`, for conversations that go on and prompts that forget their images.
+
+        A conversation continued from an earlier turn's cache (`cache`, `past_key_values` before transformers 5.24)
+        may pass the images of the whole conversation, as `apply_chat_template` returns them: the images whose tokens
+        the cache already holds are left out before anything is encoded; or only the images after the cache.
+
+        A prompt whose image tokens after the cache come without images is refused: the forward reads such tokens as
+        text (for the assistant of assisted decoding, which gets them without images on purpose), so a prompt whose
+        `pixel_values` were forgotten would otherwise give a plausible answer about no image. With `inputs_embeds`,
+        the caller built the embeddings (images included) and nothing is checked."""
         config = generation_config if generation_config is not None else self.generation_config
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        images_given = kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs") is not None
-        if not getattr(config, "is_assistant", False) and not images_given and input_ids is not None:
-            num_image_tokens = int((input_ids == self.config.image_token_id).sum())
+        # A text-only call may name its images None (pipelines do); transformers would hand None to the image encoder.
+        for key in ("pixel_values", "image_sizes"):
+            if key in kwargs and kwargs[key] is None:
+                del kwargs[key]
+        if input_ids is None or kwargs.get("inputs_embeds") is not None or getattr(config, "is_assistant", False):
+            return super().generate(inputs, generation_config, **kwargs)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        cached = cache.get_seq_length() if cache is not None else 0
+        if cached and kwargs.get("pixel_values") is not None:
+            images = self.model.images_after_cache(
+                input_ids, cached, kwargs.pop("pixel_values"), kwargs.pop("image_sizes", None)
+            )
+            kwargs.update(images)
+        if kwargs.get("pixel_values") is None and kwargs.get("mm_encoder_outputs") is None:
+            num_image_tokens = int((input_ids[:, cached:] == self.config.image_token_id).sum())
             if num_image_tokens:
                 raise ValueError(
                     f"input_ids hold {num_image_tokens} image tokens but no pixel_values were given to generate; pass "
@@ -601,10 +657,14 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
                 )
         return super().generate(inputs, generation_config, **kwargs)
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+    def prepare_inputs_for_generation(
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs
+    ) -> dict:
         """The library's inputs for one step, without pre-computed image features after the prefill: every image token
         is in the cache by then (transformers before 5.18 fed them to every step)."""
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
         if not is_first_iteration and model_inputs.get("use_cache", True):
             model_inputs.pop("mm_encoder_outputs", None)
         return model_inputs

@@ -1,39 +1,72 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""After QLoRA (`--load_in_4bit --use_peft`): merging the trained adapter into the full-precision base.
+"""QLoRA (`--load_in_4bit --use_peft`): bitsandbytes quantizes the language model's linear layers only; the vision
+tower, the resampler and `lm_head` stay in full precision (`QUANTIZATION_SKIP_MODULES`), and only LoRA adapters
+train on top. Merging the trained adapter back is `saving.merge_qlora_adapter`."""
 
-Merging into the 4-bit base would round the merged weights back to 4 bits (and leave a model that needs
-bitsandbytes); the usual way, done here, is to reload the base in fp32, apply the adapter, merge and save.
-"""
-
-import os
+import copy
 from pathlib import Path
 
-from peft import PeftModel
-from transformers import PreTrainedModel
+import torch
+from peft import prepare_model_for_kbit_training
+from transformers import AutoModelForImageTextToText, BitsAndBytesConfig, PreTrainedModel
+from trl import ModelConfig, get_quantization_config
 
-from .policy import load_model_and_processor
+from .arguments import bf16_available
 
 
-def merge_qlora_adapter(
-    base_path: str | Path,
-    adapter_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    *,
-    seed: int = 0,
-    trust_remote_code: bool = False,
-) -> PreTrainedModel:
-    """Merges the LoRA adapter in `adapter_path` (a QLoRA run's `output_dir`) into the base model `base_path`
-    loaded in fp32, saves the merged model with the base's processor in `output_dir` (a folder that loads with
-    `from_pretrained` without peft or bitsandbytes) and returns it.
+# What bitsandbytes leaves in full precision: everything outside the language model. transformers matches these as
+# module-name prefixes from the model's root (`should_convert_module`); given explicitly, they replace its default
+# skips, so `lm_head` is listed too.
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.resampler", "lm_head"]
 
-    `base_path` is the `--model_name_or_path` of the run (a Hub id or folder); a folder without weights is
-    initialised at random with `seed`, as in training (`load_model_and_processor`), so pass the run's `--seed`.
+
+def quantization_config_from_args(model_args: ModelConfig) -> BitsAndBytesConfig | None:
+    """`trl.get_quantization_config` with the package's policy: `None` without `--load_in_4bit` / `--load_in_8bit`;
+    otherwise the language model's linear layers only (`QUANTIZATION_SKIP_MODULES` stay in full precision), computing
+    in bf16 where `bf16_available()` and in fp32 elsewhere (TRL's `--dtype` is not used: the master weights are fp32).
+
+    Quantized weights cannot be trained, so quantization needs `--use_peft` (QLoRA: LoRA adapters on a 4-bit base).
     """
-    base, processor = load_model_and_processor(base_path, seed=seed, trust_remote_code=trust_remote_code)
-    model = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    return model
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is None:
+        return None
+    if not model_args.use_peft:
+        flag = "--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit"
+        raise ValueError(
+            f"{flag} needs --use_peft: quantized weights cannot be trained, only LoRA adapters on top of them (QLoRA)"
+        )
+    quantization_config.llm_int8_skip_modules = list(QUANTIZATION_SKIP_MODULES)
+    if quantization_config.load_in_4bit:
+        quantization_config.bnb_4bit_compute_dtype = torch.bfloat16 if bf16_available() else torch.float32
+    return quantization_config
 
 
-__all__ = ["merge_qlora_adapter"]
+def refuse_quantization(model_args: ModelConfig, stage: str) -> None:
+    """Raises for `--load_in_4bit` / `--load_in_8bit` in a script that does not train quantized models, instead of
+    ignoring the flag."""
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise ValueError(
+            f"{stage} does not train on a quantized model: leave out --load_in_4bit / --load_in_8bit (use --use_peft "
+            "for LoRA in full precision); QLoRA is in the pretraining and SFT scripts"
+        )
+
+
+def load_quantized_model(
+    name_or_path: str | Path, quantization_config: BitsAndBytesConfig, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """The model of a Hub id or folder with weights, quantized by bitsandbytes as `quantization_config` says (without
+    `llm_int8_skip_modules`, the language model only: `QUANTIZATION_SKIP_MODULES`), every other weight in fp32 and
+    frozen (`peft.prepare_model_for_kbit_training`; activation checkpointing stays the training arguments' choice)."""
+    if quantization_config.llm_int8_skip_modules is None:
+        quantization_config = copy.deepcopy(quantization_config)
+        quantization_config.llm_int8_skip_modules = list(QUANTIZATION_SKIP_MODULES)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path,
+        dtype=torch.float32,
+        quantization_config=quantization_config,
+        trust_remote_code=trust_remote_code,
+    )
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+__all__ = ["QUANTIZATION_SKIP_MODULES", "load_quantized_model", "quantization_config_from_args", "refuse_quantization"]
