@@ -9,8 +9,8 @@ import torch
 
 from hub_helpers import sample_images, tiny_instruct_model, tiny_processor
 from modeling_xgenmm import XGenMMConfig
+from modeling_xgenmm.checkpoint.contents import build_processor
 from modeling_xgenmm.compat_xgenmm import CACHE_ARG, get_cache
-from modeling_xgenmm.hub.variants import build_processor
 
 
 pytestmark = pytest.mark.core

@@ -26,7 +26,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationC
 
 from hub_helpers import IMAGE_SIZES, sample_images, write_pngs
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
-from modeling_xgenmm.hub.variants import build_processor
+from modeling_xgenmm.checkpoint.contents import build_processor
 from paths import REPO_ROOT, TINY_RANDOM
 
 
@@ -94,7 +94,8 @@ def reference_ids(folder: Path, requests_: list[dict]) -> list[list[int]]:
 
 
 def vllm_ids(vllm_python: Path, folder: Path, requests_: list[dict], tmp_path: Path, **engine) -> list[list[int]]:
-    spec, output = tmp_path / "requests.json", tmp_path / "token_ids.json"
+    """vLLM's greedy ids for the requests, all in one `LLM.generate` call (`benchmarks/vllm_worker.py`)."""
+    spec, output = tmp_path / "spec.json", tmp_path / "result.json"
     spec.write_text(
         json.dumps(
             {
@@ -102,16 +103,16 @@ def vllm_ids(vllm_python: Path, folder: Path, requests_: list[dict], tmp_path: P
                 "engine": {**ENGINE, **engine},
                 "max_tokens": MAX_TOKENS,
                 "output": str(output),
-                "requests": requests_,
+                "runs": {"batch": requests_},
             }
         )  # fmt: skip
     )
     completed = subprocess.run(
-        [str(vllm_python), str(REPO_ROOT / "tests" / "vllm_worker.py"), str(spec)],
+        [str(vllm_python), str(REPO_ROOT / "benchmarks" / "vllm_worker.py"), str(spec)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(output.read_text())
+    return json.loads(output.read_text())["runs"]["batch"]["token_ids"]
 
 
 def instruct_prompt(processor, text: str, num_images: int) -> str:
