@@ -21,9 +21,12 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
-from modeling_xgenmm.train.dpo import XGenMMDPOConfig, build_dpo_trainer, preference_dataset
-from modeling_xgenmm.train.policy import freeze_resampler, freeze_vision_tower, load_model_and_processor, lora_config
-from modeling_xgenmm.train.sft import XGenMMTrainingArguments, build_trainer
+from modeling_xgenmm.train.arguments import XGenMMDPOConfig, XGenMMTrainingArguments
+from modeling_xgenmm.train.dpo import build_dpo_trainer, preference_dataset
+from modeling_xgenmm.train.freezing import freeze_resampler, freeze_vision_tower
+from modeling_xgenmm.train.loading import load_model_and_processor
+from modeling_xgenmm.train.lora import lora_config
+from modeling_xgenmm.train.sft import build_trainer
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

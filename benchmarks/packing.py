@@ -21,8 +21,9 @@ import torch
 
 from modeling_xgenmm.toy_world.recipe import fine_tuning_rows, pretraining_rows
 from modeling_xgenmm.toy_world.settings import ToyWorldSettings
-from modeling_xgenmm.train.policy import load_model_and_processor
-from modeling_xgenmm.train.sft import XGenMMTrainingArguments, build_trainer
+from modeling_xgenmm.train.arguments import XGenMMTrainingArguments
+from modeling_xgenmm.train.loading import load_model_and_processor
+from modeling_xgenmm.train.sft import build_trainer
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

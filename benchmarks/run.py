@@ -44,7 +44,7 @@ import transformers
 
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
 from modeling_xgenmm.checkpoint.contents import build_processor
-from modeling_xgenmm.train.policy import freeze_resampler, freeze_vision_tower
+from modeling_xgenmm.train.freezing import freeze_resampler, freeze_vision_tower
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMTokenizer
 
 from .dpo_cost import (

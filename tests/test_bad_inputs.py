@@ -25,7 +25,7 @@ from modeling_xgenmm.checkpoint.key_map import OriginalCheckpointError
 from modeling_xgenmm.cli import main
 from modeling_xgenmm.hub.publish import PublishError, prepare_hub_folder, publish
 from modeling_xgenmm.train.collators import BadSampleError, XGenMMDataCollator, XGenMMPreferenceCollator
-from modeling_xgenmm.train.policy import load_model_and_processor
+from modeling_xgenmm.train.loading import load_model_and_processor
 from modeling_xgenmm.train.preference_data import load_vlfeedback, load_vlguard
 from paths import TINY_RANDOM, original_fixtures_dir
 from processing_helpers import synthetic_image

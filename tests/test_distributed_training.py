@@ -7,21 +7,22 @@ import re
 import pytest
 
 from modeling_xgenmm import XGenMMForConditionalGeneration
-from modeling_xgenmm.train.policy import load_model_and_processor, weights_sha256
+from modeling_xgenmm.train.loading import load_model_and_processor
 from paths import REPO_ROOT, TINY_RANDOM
-from training_helpers import launch_two_processes, sft_rows, write_images, write_jsonl
+from training_helpers import launch_two_processes, sft_rows, weights_sha256, write_images, write_jsonl
 
 
 # Runs an example script's `main` on this rank, then prints the digest of the rank's final weights.
-DIGEST_LAUNCHER = """
+DIGEST_LAUNCHER = f"""
 import runpy, sys
-from modeling_xgenmm.train.policy import weights_sha256
+sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
+from training_helpers import weights_sha256
 
 trainer = runpy.run_path(sys.argv[1])["main"](sys.argv[2:])
 state = trainer.accelerator.state
 # One write per line: the processes share stdout.
-print(f"rank {state.process_index} of {state.num_processes} ({state.backend}): weights sha256 "
-      f"{weights_sha256(trainer.model)}\\n", end="", flush=True)
+print(f"rank {{state.process_index}} of {{state.num_processes}} ({{state.backend}}): weights sha256 "
+      f"{{weights_sha256(trainer.model)}}\\n", end="", flush=True)
 """
 
 

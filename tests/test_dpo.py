@@ -12,16 +12,13 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from hub_helpers import chat, sample_images, tiny_instruct_model, tiny_processor, write_pngs
 from isolation import run_isolated
 from modeling_xgenmm.toy_world.data import ToyWorldRows, preference_row
+from modeling_xgenmm.train.arguments import XGenMMDPOConfig
 from modeling_xgenmm.train.collators import XGenMMPreferenceCollator
-from modeling_xgenmm.train.dpo import (
-    XGenMMDPOConfig,
-    build_dpo_trainer,
-    completion_log_probs,
-    preference_dataset,
-    save_trained_model,
-)
-from modeling_xgenmm.train.policy import load_model_and_processor, lora_config
+from modeling_xgenmm.train.dpo import build_dpo_trainer, completion_log_probs, preference_dataset
+from modeling_xgenmm.train.loading import load_model_and_processor
+from modeling_xgenmm.train.lora import lora_config
 from modeling_xgenmm.train.rows import fill_image_blocks, normalize_preference_row
+from modeling_xgenmm.train.saving import save_trained_model
 from paths import HUB_CONFIGS
 from training_helpers import tiny_run_settings
 

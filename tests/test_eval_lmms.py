@@ -22,7 +22,7 @@ from modeling_xgenmm.hub.card_results import lmms_eval_results, write_card_resul
 from modeling_xgenmm.toy_world.evaluation import greedy_answers
 from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, held_out_rows, run_toy_world
 from modeling_xgenmm.toy_world.settings import DEFAULT_CONFIG
-from modeling_xgenmm.train.policy import load_model_and_processor
+from modeling_xgenmm.train.loading import load_model_and_processor
 from paths import HUB_CONFIGS, TINY_RANDOM
 from processing_helpers import synthetic_image
 

@@ -15,9 +15,10 @@ from torch import nn
 
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.train import XGenMMModelConfig, load_model_and_processor, lora_config, train_stage
+from modeling_xgenmm.train.arguments import bf16_available
 from modeling_xgenmm.train.collators import XGenMMDataCollator
-from modeling_xgenmm.train.policy import QUANTIZATION_SKIP_MODULES, bf16_available, quantization_config_from_args
-from modeling_xgenmm.train.qlora import merge_qlora_adapter
+from modeling_xgenmm.train.qlora import QUANTIZATION_SKIP_MODULES, quantization_config_from_args
+from modeling_xgenmm.train.saving import merge_qlora_adapter
 from paths import TINY_RANDOM
 from training_helpers import LANGUAGE_MODEL_LINEAR_LAYERS, run_example, sft_rows, tiny_args, write_images, write_jsonl
 

@@ -15,10 +15,9 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_xgenmm.train import XGenMMDPOConfig, XGenMMSFTConfig, XGenMMTrainingArguments, checkpoint_to_resume
-from modeling_xgenmm.train.policy import weights_sha256
 from modeling_xgenmm.train.resume import missing_checkpoint_files
 from paths import REPO_ROOT, TINY_RANDOM
-from training_helpers import run_example, sft_rows, write_images, write_jsonl
+from training_helpers import run_example, sft_rows, weights_sha256, write_images, write_jsonl
 
 
 # Runs an example script's `main`, killing the process (SIGKILL: no cleanup, as a preempted job) while checkpoint-3

@@ -24,7 +24,7 @@ from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu
 
 from isolation import run_isolated
 from modeling_xgenmm import XGenMMForConditionalGeneration
-from modeling_xgenmm.train.policy import load_model_and_processor
+from modeling_xgenmm.train.loading import load_model_and_processor
 from paths import REPO_ROOT, TINY_RANDOM
 from training_helpers import free_port, launch_two_processes, sft_rows, write_images, write_jsonl
 

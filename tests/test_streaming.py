@@ -9,7 +9,7 @@ import pytest
 
 from corpus_helpers import image_bytes, pixels, write_obelics_jsonl, write_obelics_parquet, write_tar_shard
 from modeling_xgenmm.train import SkipCounts, build_trainer, pretraining_stream, row_stream
-from modeling_xgenmm.train.policy import load_model_and_processor
+from modeling_xgenmm.train.loading import load_model_and_processor
 from modeling_xgenmm.train.streaming import load_training_data
 from paths import REPO_ROOT, TINY_RANDOM
 from training_helpers import StopAt, launch_two_processes, run_example, tiny_args, write_images, write_jsonl

@@ -23,8 +23,8 @@ from modeling_xgenmm.train import (
     lora_config,
     train_stage,
 )
+from modeling_xgenmm.train.arguments import bf16_available
 from modeling_xgenmm.train.collators import ASSISTANT_MASKS_WITH_IMAGES, BadSampleError, XGenMMDataCollator
-from modeling_xgenmm.train.policy import bf16_available, weights_sha256
 from paths import HUB_CONFIGS, TINY_RANDOM
 from training_helpers import (
     LANGUAGE_MODEL_LINEAR_LAYERS,
@@ -35,6 +35,7 @@ from training_helpers import (
     run_example,
     sft_rows,
     tiny_args,
+    weights_sha256,
     write_images,
     write_jsonl,
 )

@@ -1,6 +1,7 @@
-"""Helpers for the training tests: small rows of every format, image files, a recorder of logged losses, and running
-the example scripts."""
+"""Helpers for the training tests: small rows of every format, image files, a recorder of logged losses, a digest of
+a model's weights, and running the example scripts."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -9,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
-from modeling_xgenmm.train.sft import XGenMMTrainingArguments
+from modeling_xgenmm.train.arguments import XGenMMTrainingArguments
 from paths import REPO_ROOT
 from processing_helpers import synthetic_image
 
@@ -184,3 +186,14 @@ class LossRecorder(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.losses[state.global_step] = logs["loss"]
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes): equal digests mean equal weights, e.g.
+    across the processes of a distributed run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -18,8 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..train.dpo import XGenMMDPOConfig, build_dpo_trainer, preference_accuracy, save_trained_model
-from ..train.policy import load_model_and_processor, lora_config
+from ..train.arguments import XGenMMDPOConfig
+from ..train.dpo import build_dpo_trainer, preference_accuracy
+from ..train.loading import load_model_and_processor
+from ..train.lora import lora_config
+from ..train.saving import save_trained_model
 from .data import ToyWorldRows, preference_row, question_row
 from .evaluation import hallucination_rates
 

@@ -14,7 +14,8 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from ..train.policy import freeze_vision_tower, load_model_and_processor
+from ..train.freezing import freeze_vision_tower
+from ..train.loading import load_model_and_processor
 from .data import ToyWorldRows, pair_row, question_row
 from .evaluation import answer_accuracy, normalised_answer
 from .recipe import held_out_rows, kind_means

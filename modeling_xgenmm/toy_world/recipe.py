@@ -19,8 +19,9 @@ from pathlib import Path
 from torch.utils.data import ConcatDataset
 from transformers.utils import logging
 
-from ..train.policy import load_model_and_processor
-from ..train.sft import XGenMMTrainingArguments, train_stage
+from ..train.arguments import XGenMMTrainingArguments
+from ..train.loading import load_model_and_processor
+from ..train.sft import train_stage
 from ..train.streaming import SkipCounts, pretraining_stream
 from .data import PAIR_QUESTIONS, QUESTIONS, ToyWorldRows, caption_row, document_row, pair_row, question_row
 from .evaluation import answer_accuracy

@@ -6,7 +6,7 @@ for.
 The model and processor work with `trl.DPOTrainer` as it is (`processing_class=processor`, TRL's vision preference
 rows `{"images", "prompt", "chosen", "rejected"}`). This module adds what TRL leaves to the model:
 
-- `XGenMMDPOConfig`: `DPOConfig` with the package's training policy.
+- `XGenMMDPOConfig` (in `arguments`): `DPOConfig` with the package's training policy.
 - `XGenMMDPOTrainer`: a `DPOTrainer` that collates with `XGenMMPreferenceCollator` and, while the vision tower and
   resampler are frozen, encodes each image once per step and hands the features to the four forwards (policy and
   reference, chosen and rejected); same loss and gradients, less compute.
@@ -14,22 +14,21 @@ rows `{"images", "prompt", "chosen", "rejected"}`). This module adds what TRL le
 """
 
 import copy
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig
 from torch import nn
 from transformers import PreTrainedModel, TrainerCallback
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer
 
+from .arguments import XGenMMDPOConfig
 from .collators import XGenMMPreferenceCollator
-from .policy import PolicyFields, freeze_resampler, freeze_vision_tower, xgenmm_backbone
+from .freezing import freeze_resampler, freeze_vision_tower, xgenmm_backbone
 from .rows import check_image_files, normalize_preference_row
 
 
@@ -45,31 +44,6 @@ PREFERENCE_FEATURES = Features(
         "rejected": MESSAGES,
     }
 )
-
-
-@dataclass
-class XGenMMDPOConfig(PolicyFields, DPOConfig):
-    """`DPOConfig` with the xGen-MM policy (`PolicyFields`).
-
-    - `max_length`: with `XGenMMPreferenceCollator` (what `build_dpo_trainer` and `XGenMMDPOTrainer` use) truncation
-      only ever shortens completions: a prompt that does not fit, images included, raises. TRL's own collator cuts
-      every sequence at `max_length`, images or not.
-    - `remove_unused_columns`: `False`, so that rows keep their `id` for error messages.
-    - `freeze_resampler`: keep the resampler fixed in full DPO (DPO adapts the language model's answers; frozen image
-      features can then be shared across the step).
-    - `share_image_features`: encode each image once per step for all four forwards (see `XGenMMDPOTrainer`);
-      `None` uses it where it is exact and falls back to TRL's path elsewhere, `True` requires it, `False` never.
-    """
-
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the rows' other keys (their id)."})
-    freeze_resampler: bool = field(default=True, metadata={"help": "Keep the resampler fixed in full DPO."})
-    share_image_features: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Encode each image once per step for policy and reference, chosen and rejected (exact while the "
-            "vision tower and resampler are frozen). Default: where exact; True: required; False: TRL's path."
-        },
-    )
 
 
 def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<image>", require_images: bool = True):
@@ -284,19 +258,6 @@ def build_dpo_trainer(
     )
 
 
-def save_trained_model(trainer: DPOTrainer, output_dir: str | os.PathLike) -> PreTrainedModel:
-    """Saves the trained policy as a full model with its processor and returns it: LoRA adapters are merged into the
-    weights, so the folder loads with `from_pretrained` without peft (and with `trust_remote_code=True` where this
-    package is not installed)."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    if trainer.is_world_process_zero():
-        model.save_pretrained(output_dir)
-        trainer.processing_class.save_pretrained(output_dir)
-    return model
-
-
 @torch.no_grad()
 def completion_log_probs(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of the chosen and of the rejected completions of a preference batch
@@ -325,12 +286,10 @@ def preference_accuracy(model: nn.Module, processor, rows: Sequence[dict], batch
 
 
 __all__ = [
-    "XGenMMDPOConfig",
     "XGenMMDPOTrainer",
     "build_dpo_trainer",
     "completion_log_probs",
     "image_feature_sharing_blocker",
     "preference_accuracy",
     "preference_dataset",
-    "save_trained_model",
 ]

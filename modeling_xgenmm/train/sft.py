@@ -10,7 +10,6 @@ Stages (they differ in the rows they accept):
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
@@ -19,8 +18,9 @@ from torch.utils.data import IterableDataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
+from .arguments import XGenMMSFTConfig, XGenMMTrainingArguments
 from .collators import XGenMMDataCollator
-from .policy import PolicyFields, freeze_vision_tower
+from .freezing import freeze_vision_tower
 from .resume import checkpoint_to_resume
 from .rows import conversation_messages, row_kind
 from .streaming import SkipCounts
@@ -40,51 +40,6 @@ TRL_CONVERSATION_FEATURES = Features(
         "images": List(ImageFeature()),
     }
 )
-
-
-@dataclass
-class XGenMMTrainingArguments(PolicyFields, TrainingArguments):
-    """`TrainingArguments` with the xGen-MM policy (`PolicyFields`: precision, activation checkpointing, CPU/gloo,
-    `max_length`) and the collator's settings.
-
-    - `remove_unused_columns`: `False`; the collator needs the raw rows (the Trainer would strip their keys).
-    - `ddp_find_unused_parameters`: on, so that a batch without images (whose resampler gets no gradient) does not
-      stall DDP; non-reentrant checkpointing works with it.
-    - `on_bad_sample`: `"raise"` on a bad row (the default), or `"skip"` it and count it.
-    - `accelerator_config.dispatch_batches`: off unless set: with a streamed dataset every process reads its own
-      share (accelerate's `IterableDataset.shard` per file, or batches in turn), so batches with different images
-      never have to be split from one process's batch.
-    - `padding_free` (TRL's `SFTConfig` name): each batch's rows packed into one row, without padding (see
-      `XGenMMDataCollator`); eager, sdpa, flex or flash attention.
-    """
-
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for the xGen-MM collator."})
-    ddp_find_unused_parameters: bool | None = field(
-        default=True, metadata={"help": "DDP find_unused_parameters (batches without images leave some unused)."}
-    )
-    on_bad_sample: str = field(
-        default="raise",
-        metadata={"help": "'raise' on a bad row, or 'skip' it and count it.", "choices": ["raise", "skip"]},
-    )
-    padding_free: bool = field(
-        default=False, metadata={"help": "Pack each batch's rows into one row without padding (position_ids)."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.accelerator_config.dispatch_batches is None:
-            # accelerate's default for an iterable dataset (a stream) is to read every batch on the main process and
-            # split it across processes, which needs equal shapes on every process: the images of a batch differ.
-            # Each process reads its own share of the stream instead (its own shards, or batches in turn).
-            self.accelerator_config.dispatch_batches = False
-
-
-@dataclass
-class XGenMMSFTConfig(PolicyFields, SFTConfig):
-    """`SFTConfig` with the xGen-MM policy (`PolicyFields`) and assistant-only loss (the chat templates mark each
-    answer and its `<|end|>`)."""
-
-    assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant turns only."})
 
 
 class XGenMMTrainer(Trainer):
@@ -245,9 +200,7 @@ def build_trl_sft_trainer(
 
 __all__ = [
     "STAGES",
-    "XGenMMSFTConfig",
     "XGenMMTrainer",
-    "XGenMMTrainingArguments",
     "build_trainer",
     "build_trl_sft_trainer",
     "train_stage",
