@@ -1,8 +1,8 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """DPO on the toy world: a toy-world SFT model learns to prefer correct answers over hallucinated colours, shapes and
 counts; prints held-out preference accuracy and hallucination rates before and after (definitions in
-`modeling_xgenmm.toy_world.dpo`). LoRA on the language model by default, as in the report (`--lora false` for full
-DPO; add `--freeze_vision false --freeze_resampler false` to train the vision side too).
+`modeling_xgenmm.toy_world.dpo`). LoRA on the language model by default, as in the report (`--use_peft false` for
+full DPO; add `--freeze_vision false --freeze_resampler false` to train the vision side too).
 
     python examples/dpo_toy_world.py --sft_model runs/toy-world/model --output_dir runs/toy-world-dpo
     python examples/dpo_toy_world.py --output_dir runs/toy-world-dpo   # trains the SFT model first (xgenmm toy-world)
@@ -11,7 +11,7 @@ DPO; add `--freeze_vision false --freeze_resampler false` to train the vision si
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from trl import TrlParser
 
 from modeling_xgenmm.toy_world.dpo import ToyWorldDPOSettings, run_toy_world_dpo
 from modeling_xgenmm.toy_world.recipe import run_toy_world
@@ -25,8 +25,8 @@ class ScriptArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ScriptArguments, ToyWorldDPOSettings))
-    script_args, settings = parser.parse_args_into_dataclasses(argv)
+    parser = TrlParser((ScriptArguments, ToyWorldDPOSettings))
+    script_args, settings = parser.parse_args_and_config(argv)
 
     output_dir = Path(script_args.output_dir)
     sft_model = script_args.sft_model

@@ -10,7 +10,7 @@ before and after (definitions in `modeling_xgenmm.toy_world.grpo`).
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from trl import TrlParser
 
 from modeling_xgenmm.toy_world.grpo import ToyWorldGRPOSettings, run_toy_world_grpo
 from modeling_xgenmm.toy_world.recipe import run_toy_world
@@ -25,8 +25,8 @@ class ScriptArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ScriptArguments, ToyWorldGRPOSettings))
-    script_args, settings = parser.parse_args_into_dataclasses(argv)
+    parser = TrlParser((ScriptArguments, ToyWorldGRPOSettings))
+    script_args, settings = parser.parse_args_and_config(argv)
 
     output_dir = Path(script_args.output_dir)
     sft_model = script_args.sft_model

@@ -1,12 +1,11 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """The `xgenmm` command line. Each subcommand registers itself in `build_parser` through an `add_<name>_command`
-function that sets the handler to run.
+function that sets the handler to run; `xgenmm COMMAND --help` describes its arguments.
 
-    xgenmm convert ORIGINAL OUT [--dtype bfloat16|float32] [--max-shard-size 5GB]
-    xgenmm publish FOLDER REPO_ID [--weights DIR] [--tokenizer DIR_OR_REPO] [--variant NAME] [--output-dir DIR]
-                   [--private] [--commit-message TEXT] [--dry-run]
-    xgenmm toy-world [--output-dir DIR] [--quick] [--pretrain-steps N] [--sft-steps N] [--pair-fraction F]
-                     [--seed N]
+- `xgenmm convert`: a released Salesforce checkpoint into this package's format (`checkpoint.convert`).
+- `xgenmm publish`: a self-contained Hub folder, written and uploaded (`hub.publish`).
+- `xgenmm toy-world`: the toy-world recipe, trained and evaluated (`toy_world.recipe`).
+- `xgenmm eval`: lmms-eval on a model, the results into its model card (`eval.run`).
 """
 
 import argparse
@@ -158,14 +157,13 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
             "Train a small randomly initialised xGen-MM model on a synthetic world of coloured shapes, through "
             "pretraining (captions, interleaved documents) and supervised fine-tuning (single- and two-image "
             "questions) on transformers.Trainer, then print its exact-match accuracy on held-out questions. The "
-            "model and processor are saved to OUTPUT_DIR/model. 6 to 19 minutes on two CPU cores."
+            'model and processor are saved to OUTPUT_DIR/model. The README\'s "Toy world" section gives the time '
+            "it takes."
         ),
     )
     toy_world.add_argument("--output-dir", default="runs/toy-world", help="where to save the model and processor")
     toy_world.add_argument("--config", default=str(DEFAULT_TOY_CONFIG), help="the toy-world model config folder")
-    toy_world.add_argument(
-        "--quick", action="store_true", help="a shortened run (about a minute) that learns far less"
-    )
+    toy_world.add_argument("--quick", action="store_true", help="a shortened run (a few minutes) that learns far less")
     toy_world.add_argument(
         "--pretrain-steps", type=positive_int, help=f"pretraining steps (default {defaults.pretrain_steps})"
     )

@@ -27,7 +27,7 @@ print(f"rank {{state.process_index}} of {{state.num_processes}} ({{state.backend
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("example", ["sft", "sft_trl"])
+@pytest.mark.parametrize("example", [["train.py", "--stage", "sft"], ["sft_trl.py"]], ids=["train", "sft_trl"])
 def test_two_processes_train_data_parallel_and_end_with_identical_weights(example, tmp_path):
     write_images(tmp_path)
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows([f"img/{index}.png" for index in range(4)], 16))
@@ -38,7 +38,7 @@ def test_two_processes_train_data_parallel_and_end_with_identical_weights(exampl
         # `--multi_gpu` is the name of accelerate's torchrun launcher; without an accelerator the training
         # arguments put each process on the CPU, with gloo. (`--cpu` alone starts one process unless MPI is used.)
         ["--multi_gpu", "--dynamo_backend", "no"],
-        [launcher, REPO_ROOT / "examples" / f"{example}.py",
+        [launcher, REPO_ROOT / "examples" / example[0], *example[1:],
          "--model_name_or_path", TINY_RANDOM, "--data", data, "--output_dir", output_dir,
          "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
          "--report_to", "none", "--disable_tqdm", "true"],

@@ -79,7 +79,7 @@ def test_quantization_config_quantizes_the_language_model_only_and_needs_peft():
 def test_example_script_refuses_load_in_4bit_without_use_peft(tmp_path):
     argv = ["--model_name_or_path", str(TINY_RANDOM), "--data", "unused.jsonl", "--output_dir", str(tmp_path)]
     with pytest.raises(ValueError, match=r"--load_in_4bit needs --use_peft"):
-        run_example("sft", [*argv, "--load_in_4bit", "--report_to", "none"])
+        run_example("train", ["--stage", "sft", *argv, "--load_in_4bit", "--report_to", "none"])
 
 
 @pytest.mark.parametrize("example", ["dpo_vlfeedback", "safety_vlguard"])
@@ -165,9 +165,10 @@ def test_example_script_trains_qlora_and_the_merged_model_matches_base_plus_adap
     images = [str(tmp_path / path) for path in write_images(tmp_path)]
     output_dir, merged_dir = tmp_path / "out", tmp_path / "merged"
     trainer = run_example(
-        "sft",
+        "train",
         [
-            *("--model_name_or_path", str(base_folder), "--data", str(data), "--output_dir", str(output_dir)),
+            *("--stage", "sft", "--model_name_or_path", str(base_folder)),
+            *("--data", str(data), "--output_dir", str(output_dir)),
             *("--load_in_4bit", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-2"),
             *("--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none", "--disable_tqdm", "1"),
         ],

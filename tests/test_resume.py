@@ -50,9 +50,11 @@ def data(tmp_path_factory):
 
 
 def sft_argv(data, output_dir, *extra) -> list[str]:
-    """`examples/sft.py` for 4 steps of 2 rows, a checkpoint every `--save_steps` (2 unless `extra` says)."""
+    """`examples/train.py --stage sft` for 4 steps of 2 rows, a checkpoint every `--save_steps` (2 unless `extra`
+    says)."""
     return [
-        "--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir),
+        "--stage", "sft", "--model_name_or_path", str(TINY_RANDOM),
+        "--data", str(data), "--output_dir", str(output_dir),
         "--max_steps", "4", "--save_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
         "--seed", "0", "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
@@ -68,7 +70,7 @@ def finished_run(data, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("finished") / "out"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the tests' runs (`conftest.single_torch_thread`), for the same floating-point sums
-    trainer = run_example("sft", sft_argv(data, output_dir))
+    trainer = run_example("train", sft_argv(data, output_dir))
     torch.set_num_threads(threads)
     return output_dir, weights_sha256(trainer.model)
 
@@ -82,7 +84,7 @@ def test_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(data,
     launcher = tmp_path / "launch_and_die.py"
     launcher.write_text(KILLED_DURING_SAVE_LAUNCHER)
     killed = subprocess.run(
-        [sys.executable, str(launcher), str(REPO_ROOT / "examples" / "sft.py"), *argv],
+        [sys.executable, str(launcher), str(REPO_ROOT / "examples" / "train.py"), *argv],
         cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
         capture_output=True,
@@ -97,7 +99,7 @@ def test_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(data,
     assert get_last_checkpoint(output_dir) == str(half_written)  # what `resume_from_checkpoint=True` would load
 
     with caplog.at_level(logging.WARNING, logger="modeling_xgenmm.train.resume"):
-        trainer = run_example("sft", argv)  # the same command, not killed this time
+        trainer = run_example("train", argv)  # the same command, not killed this time
     assert f"resuming from {output_dir / 'checkpoint-2'}," in caplog.text
     assert "checkpoint-3 (no trainer_state.json)" in caplog.text
     assert trainer.state.global_step == 4 and state_step(output_dir / "checkpoint-4") == 4
@@ -110,7 +112,7 @@ def test_rerunning_a_finished_run_resumes_and_keeps_its_checkpoints(data, finish
     output_dir = shutil.copytree(finished_run[0], tmp_path / "out")
     written = {step: (output_dir / f"checkpoint-{step}" / "trainer_state.json").stat().st_mtime_ns for step in (2, 4)}
     with caplog.at_level(logging.WARNING, logger="modeling_xgenmm.train.resume"):
-        trainer = run_example("sft", sft_argv(data, output_dir, "--save_total_limit", "1"))
+        trainer = run_example("train", sft_argv(data, output_dir, "--save_total_limit", "1"))
     assert f"resuming from {output_dir / 'checkpoint-4'}," in caplog.text and "--start_over true" in caplog.text
     assert trainer.state.global_step == 4 and weights_sha256(trainer.model) == finished_run[1]
     # Nothing trained again, so nothing was saved or rotated away: both checkpoints are the first run's.
@@ -122,7 +124,7 @@ def test_rerunning_a_finished_run_resumes_and_keeps_its_checkpoints(data, finish
 def test_start_over_moves_the_earlier_checkpoints_aside_and_starts_at_step_0(data, finished_run, tmp_path, caplog):
     output_dir = shutil.copytree(finished_run[0], tmp_path / "out")
     with caplog.at_level(logging.WARNING, logger="modeling_xgenmm.train.resume"):
-        trainer = run_example("sft", sft_argv(data, output_dir, "--save_total_limit", "1", "--start_over", "true"))
+        trainer = run_example("train", sft_argv(data, output_dir, "--save_total_limit", "1", "--start_over", "true"))
     [previous] = output_dir.glob("previous-run-*")
     assert f"moved 2 earlier checkpoints of {output_dir} into {previous}" in caplog.text
     assert "resuming" not in caplog.text
@@ -194,7 +196,7 @@ def test_latest_without_a_complete_checkpoint_is_an_error_naming_the_folder(tmp_
 def test_resuming_from_an_incomplete_checkpoint_is_an_error_naming_what_is_missing(data, tmp_path):
     half_written = fake_checkpoint(tmp_path / "checkpoint-3", "model.safetensors", "optimizer.pt", state=None)
     with pytest.raises(ValueError, match=r"checkpoint-3: it is not a complete checkpoint, missing trainer_state.json"):
-        run_example("sft", sft_argv(data, tmp_path / "out", "--resume_from_checkpoint", str(half_written)))
+        run_example("train", sft_argv(data, tmp_path / "out", "--resume_from_checkpoint", str(half_written)))
     with pytest.raises(ValueError, match="start_over and resume_from_checkpoint='latest' contradict each other"):
         checkpoint_to_resume(args(tmp_path, resume_from_checkpoint="latest", start_over=True))
     with pytest.raises(ValueError, match="--start_over true"):

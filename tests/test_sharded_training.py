@@ -1,8 +1,8 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Sharded training: the accelerate configs in `examples/accelerate/` are valid for accelerate's own parsers; FSDP2's
-auto-wrap puts every transformer layer (language model, vision tower, perceiver) in its own unit; `examples/sft.py`,
-launched unchanged on 2 CPU processes with `fsdp2.yaml`, trains with sharded parameters along the same loss curve as
-with `ddp.yaml` and saves a folder that loads with and without the package.
+auto-wrap puts every transformer layer (language model, vision tower, perceiver) in its own unit; `examples/train.py
+--stage sft`, launched unchanged on 2 CPU processes with `fsdp2.yaml`, trains with sharded parameters along the same
+loss curve as with `ddp.yaml` and saves a folder that loads with and without the package.
 
 On CPUs accelerate would silently run the FSDP config as plain data parallel (it enables FSDP for GPU-like process
 groups only); the launcher lets its FSDP2 path run on gloo (`benchmarks.sharded_memory.allow_fsdp_on_cpu`) and each
@@ -32,7 +32,7 @@ from training_helpers import free_port, launch_two_processes, sft_rows, write_im
 CONFIGS = REPO_ROOT / "examples" / "accelerate"
 LAYER_CLASSES = {"Phi3DecoderLayer", "SiglipEncoderLayer", "XGenMMPerceiverLayer"}
 
-# Runs `examples/sft.py`'s `main` on this rank with accelerate's FSDP path allowed on CPUs, then reports how the rank
+# Runs `examples/train.py`'s `main` on this rank with accelerate's FSDP path allowed on CPUs, then reports how the rank
 # trained: its distributed type and whether its parameters are sharded (DTensors).
 LAUNCHER = """
 import runpy, sys
@@ -121,10 +121,11 @@ def test_deepspeed_configs_give_zero_plugins(monkeypatch):
 
 
 def train_two_processes(config_file: str, data, output_dir, launcher) -> subprocess.CompletedProcess:
-    """`examples/sft.py` through `launcher` on 2 CPU processes (gloo) with `examples/accelerate/<config_file>`."""
+    """`examples/train.py --stage sft` through `launcher` on 2 CPU processes (gloo) with
+    `examples/accelerate/<config_file>`."""
     return launch_two_processes(
         ["--config_file", CONFIGS / config_file],
-        [launcher, REPO_ROOT / "examples" / "sft.py",
+        [launcher, REPO_ROOT / "examples" / "train.py", "--stage", "sft",
          "--model_name_or_path", TINY_RANDOM, "--data", data, "--output_dir", output_dir,
          "--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7",
          "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true"],

@@ -219,8 +219,9 @@ def test_the_example_scripts_stream_web_corpus_shards(corpus, tmp_path):
     files, _, dropped = corpus
     output_dir = tmp_path / "out"
     trainer = run_example(
-        "pretrain",
-        ["--model_name_or_path", str(TINY_RANDOM), "--data", *map(str, files), "--output_dir", str(output_dir),
+        "train",
+        ["--stage", "pretrain", "--model_name_or_path", str(TINY_RANDOM),
+         "--data", *map(str, files), "--output_dir", str(output_dir),
          "--max_steps", "2", "--per_device_train_batch_size", "2", "--shuffle_buffer", "4", "--logging_steps", "1",
          "--report_to", "none", "--disable_tqdm", "true"],
     )  # fmt: skip
@@ -253,16 +254,16 @@ Path(trainer.args.output_dir, f"rows-{rank}.json").write_text(json.dumps(seen))
 @pytest.mark.parametrize("layout", ["four caption shards", "one JSONL file"])
 def test_two_processes_read_disjoint_shares_of_a_stream(layout, tmp_path):
     if layout == "four caption shards":
-        example, files = "pretrain", caption_shards(tmp_path, shards=4, per_shard=6)
+        stage, files = "pretrain", caption_shards(tmp_path, shards=4, per_shard=6)
     else:
         rows = numbered_sft_rows(write_images(tmp_path), 24)
-        example, files = "sft", [write_jsonl(tmp_path / "rows.jsonl", rows)]
+        stage, files = "sft", [write_jsonl(tmp_path / "rows.jsonl", rows)]
     launcher = tmp_path / "launch_recording.py"
     launcher.write_text(RECORDING_LAUNCHER)
     output_dir = tmp_path / "out"
     launch_two_processes(
         ["--multi_gpu", "--dynamo_backend", "no"],
-        [launcher, REPO_ROOT / "examples" / f"{example}.py",
+        [launcher, REPO_ROOT / "examples" / "train.py", "--stage", stage,
          "--model_name_or_path", TINY_RANDOM, "--data", *files, "--streaming", "true", "--output_dir", output_dir,
          "--max_steps", "3", "--per_device_train_batch_size", "2", "--shuffle_buffer", "4", "--seed", "7",
          "--report_to", "none", "--disable_tqdm", "true"],

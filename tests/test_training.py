@@ -360,10 +360,10 @@ def test_load_rows_reads_json_and_jsonl_and_resolves_image_paths(tmp_path):
 @pytest.mark.parametrize(
     "example, rows",
     [
-        pytest.param("pretrain", pretraining_rows, marks=pytest.mark.core),
-        ("sft", sft_rows),
-        ("interleaved_sft", multi_image_rows),
-        ("sft_trl", sft_rows),
+        pytest.param(["train", "--stage", "pretrain"], pretraining_rows, marks=pytest.mark.core, id="pretrain"),
+        pytest.param(["train", "--stage", "sft"], sft_rows, id="sft"),
+        pytest.param(["train", "--stage", "interleaved_sft"], multi_image_rows, id="interleaved_sft"),
+        pytest.param(["sft_trl"], sft_rows, id="sft_trl"),
     ],
 )
 def test_example_script_trains_and_saves_a_hub_folder(example, rows, tmp_path):
@@ -371,10 +371,9 @@ def test_example_script_trains_and_saves_a_hub_folder(example, rows, tmp_path):
     write_images(tmp_path)
     output_dir = tmp_path / "out"
     common = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none", "--disable_tqdm", "1"]
-    trainer = run_example(
-        example,
-        ["--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir), *common],
-    )
+    script, *stage = example
+    paths = ["--model_name_or_path", str(TINY_RANDOM), "--data", str(data), "--output_dir", str(output_dir)]
+    trainer = run_example(script, [*stage, *paths, *common])
     saved = {path.name for path in output_dir.iterdir()}
     assert {"model.safetensors", "config.json", "modeling_xgenmm.py", "processor_config.json"} <= saved
     assert trainer.state.global_step == 2 and "train_loss" in trainer.state.log_history[-1]
@@ -384,8 +383,10 @@ def test_example_script_with_lora_saves_an_adapter(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", sft_rows([f"img/{index}.png" for index in range(4)], 4))
     write_images(tmp_path)
     run_example(
-        "sft",
+        "train",
         [
+            "--stage",
+            "sft",
             "--model_name_or_path",
             str(TINY_RANDOM),
             "--data",

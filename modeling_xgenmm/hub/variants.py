@@ -5,10 +5,6 @@ Model cards (`model_card`) and their results (`card_results`) are written from t
 
 from dataclasses import dataclass, field
 
-# What a folder holds is `checkpoint.contents`'s; tests/test_vllm.py and benchmarks/serving.py, written while it moved,
-# still import `build_processor` from here.
-from ..checkpoint.contents import build_processor  # noqa: F401
-
 
 # The numbers of in-context examples the report's few-shot results are given for (`VariantFacts.few_shot_results`).
 REPORT_SHOTS = (0, 4, 8)

@@ -12,7 +12,7 @@ From a scene come the rows of every training stage, in the formats the package's
   that is not in the image (a hallucination), for DPO.
 
 Row `index` of a split is a pure function of the split's seed and `index` (`ToyWorldRows`), so a held-out split is
-just another seed.
+just another seed: every split of every stage has its own (`SPLITS`, `split_rows`).
 """
 
 import math
@@ -204,3 +204,26 @@ def preference_row(rng: random.Random, index: int) -> dict:
         "answer": scene.answer(kind),
         "hallucination": wrong,
     }
+
+
+# Every split of the toy world, its rows and its seed as an offset from the run's seed: the splits of the stages and
+# the held-out ones never share a seed, so no row is both trained on and evaluated.
+SPLITS = {
+    "pretrain_captions": (caption_row, 1),
+    "pretrain_documents": (document_row, 2),
+    "sft_questions": (question_row, 3),
+    "sft_pairs": (pair_row, 4),
+    "dpo_preferences": (preference_row, 5),
+    "grpo_questions": (question_row, 7),
+    "grpo_pairs": (pair_row, 8),
+    "held_out_questions": (question_row, 1000),
+    "held_out_pairs": (pair_row, 1001),
+    "held_out_preferences": (preference_row, 2000),
+    "few_shot_questions": (question_row, 3000),
+}
+
+
+def split_rows(split: str, size: int, seed: int) -> ToyWorldRows:
+    """`size` rows of `split` (a key of `SPLITS`) for a run with `seed`."""
+    make_row, offset = SPLITS[split]
+    return ToyWorldRows(make_row, size, seed=seed + offset)

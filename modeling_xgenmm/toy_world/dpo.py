@@ -18,28 +18,31 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..train.arguments import XGenMMDPOConfig
+from ..train.arguments import XGenMMDPOConfig, XGenMMModelConfig
 from ..train.dpo import build_dpo_trainer, preference_accuracy
 from ..train.loading import load_model_and_processor
-from ..train.lora import lora_config
+from ..train.lora import peft_config_from_args
+from ..train.resume import checkpoint_to_resume
 from ..train.saving import save_trained_model
-from .data import ToyWorldRows, preference_row, question_row
+from .data import split_rows
 from .evaluation import hallucination_rates
+from .settings import stage_arguments
 
 
 @dataclass
 class ToyWorldDPOSettings:
     """Sizes of the DPO run (about a minute on two CPU cores). The defaults are the report's setting: LoRA on the
-    language model, vision tower and resampler frozen; `sft_weight` adds TRL's NLL term on the chosen answers
-    (`loss_type=["sigmoid", "sft"]`: without it, DPO from a model that already preferred every correct answer drifted
-    and answered worse, see the README), and `freeze_vision` / `freeze_resampler` let DPO train the vision side."""
+    language model (`use_peft`, TRL's flag as in every stage), vision tower and resampler frozen; `sft_weight` adds
+    TRL's NLL term on the chosen answers (`loss_type=["sigmoid", "sft"]`: without it, DPO from a model that already
+    preferred every correct answer drifted and answered worse, see the README), and `freeze_vision` /
+    `freeze_resampler` let DPO train the vision side."""
 
     steps: int = 120
     batch_size: int = 16
     learning_rate: float = 1e-4
     beta: float = 0.1
     sft_weight: float = 1.0
-    lora: bool = True
+    use_peft: bool = True
     freeze_vision: bool = True
     freeze_resampler: bool = True
     eval_rows: int = 300
@@ -47,8 +50,8 @@ class ToyWorldDPOSettings:
 
 
 def evaluate(model, processor, settings: ToyWorldDPOSettings) -> dict[str, float]:
-    preferences = ToyWorldRows(preference_row, settings.eval_rows, seed=settings.seed + 2000)
-    questions = ToyWorldRows(question_row, settings.eval_rows, seed=settings.seed + 1000)
+    preferences = split_rows("held_out_preferences", settings.eval_rows, settings.seed)
+    questions = split_rows("held_out_questions", settings.eval_rows, settings.seed)
     return {
         "preference_accuracy": preference_accuracy(model, processor, preferences),
         **hallucination_rates(model, processor, questions),
@@ -56,23 +59,19 @@ def evaluate(model, processor, settings: ToyWorldDPOSettings) -> dict[str, float
 
 
 def dpo_arguments(output_dir: Path, settings: ToyWorldDPOSettings) -> XGenMMDPOConfig:
-    return XGenMMDPOConfig(
-        output_dir=str(output_dir),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
+    return stage_arguments(
+        XGenMMDPOConfig,
+        output_dir,
+        settings.steps,
+        settings.batch_size,
         learning_rate=settings.learning_rate,
         beta=settings.beta,
         loss_type=["sigmoid", "sft"] if settings.sft_weight else ["sigmoid"],
         loss_weights=[1.0, settings.sft_weight] if settings.sft_weight else None,
         lr_scheduler_type="cosine",
         warmup_steps=max(settings.steps // 10, 1),
-        # A model of a few MB: recomputing activations would only cost time.
-        activation_checkpointing=False,
         logging_steps=max(settings.steps // 5, 1),
-        save_strategy="no",
-        report_to=[],
         seed=settings.seed,
-        disable_tqdm=True,
         freeze_resampler=settings.freeze_resampler,
     )
 
@@ -80,22 +79,26 @@ def dpo_arguments(output_dir: Path, settings: ToyWorldDPOSettings) -> XGenMMDPOC
 def run_toy_world_dpo(
     sft_model: str | os.PathLike, output_dir: str | os.PathLike, settings: ToyWorldDPOSettings | None = None
 ) -> dict[str, dict[str, float]]:
-    """DPO of a saved toy-world SFT model on fresh preference rows; saves the result (adapters merged) with its
-    processor to `output_dir/model` and returns the held-out metrics `{"before": ..., "after": ...}`."""
+    """DPO of a saved toy-world SFT model on fresh preference rows, through the same entries as the DPO examples;
+    saves the result (adapters merged) with its processor to `output_dir/model` and returns the held-out metrics
+    `{"before": ..., "after": ...}`."""
     settings = settings or ToyWorldDPOSettings()
     output_dir = Path(output_dir)
-    model, processor = load_model_and_processor(sft_model)
+    model_args = XGenMMModelConfig(
+        model_name_or_path=str(sft_model), use_peft=settings.use_peft, freeze_vision=settings.freeze_vision
+    )
+    args = dpo_arguments(output_dir, settings)
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=args.seed)
     before = evaluate(model, processor, settings)
-    rows = ToyWorldRows(preference_row, settings.steps * settings.batch_size, seed=settings.seed + 5)
     trainer = build_dpo_trainer(
         model,
         processor,
-        rows,
-        dpo_arguments(output_dir, settings),
-        peft_config=lora_config(model) if settings.lora else None,
-        freeze_vision=settings.freeze_vision,
+        split_rows("dpo_preferences", settings.steps * settings.batch_size, settings.seed),
+        args,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(args))
     model = save_trained_model(trainer, output_dir / "model")
     return {"before": before, "after": evaluate(model, processor, settings)}
 

@@ -12,19 +12,23 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
 
-from ..train.freezing import freeze_vision_tower
+from ..train.arguments import XGenMMGRPOConfig, XGenMMModelConfig
+from ..train.grpo import build_grpo_trainer
 from ..train.loading import load_model_and_processor
-from .data import ToyWorldRows, pair_row, question_row
+from ..train.lora import peft_config_from_args
+from ..train.resume import checkpoint_to_resume
+from ..train.saving import save_trained_model
+from .data import split_rows
 from .evaluation import answer_accuracy, normalised_answer
 from .recipe import held_out_rows, kind_means
-from .settings import ToyWorldSettings
+from .settings import ToyWorldSettings, stage_arguments
 
 
 @dataclass
 class ToyWorldGRPOSettings:
-    """Sizes of the GRPO run. `batch_size` counts completions (`num_generations` per prompt), as TRL does."""
+    """Sizes of the GRPO run. `batch_size` counts completions (`num_generations` per prompt), as TRL does. The weights
+    train, not adapters (`use_peft=True` trains LoRA adapters, as in every stage); the vision tower stays frozen."""
 
     steps: int = 150
     batch_size: int = 32
@@ -35,6 +39,7 @@ class ToyWorldGRPOSettings:
     beta: float = 0.0
     pair_fraction: float = 0.5
     eval_rows: int = 300
+    use_peft: bool = False
     freeze_vision: bool = True
     seed: int = 0
 
@@ -52,8 +57,8 @@ def prompt_rows(count: int, settings: ToyWorldGRPOSettings) -> Dataset:
     for the reward; seeds apart from every SFT and held-out split."""
     pairs = round(count * settings.pair_fraction)
     sources = [
-        ToyWorldRows(question_row, count - pairs, seed=settings.seed + 7),
-        ToyWorldRows(pair_row, pairs, seed=settings.seed + 8),
+        split_rows("grpo_questions", count - pairs, settings.seed),
+        split_rows("grpo_pairs", pairs, settings.seed),
     ]
     rows = []
     for source in sources:
@@ -63,11 +68,12 @@ def prompt_rows(count: int, settings: ToyWorldGRPOSettings) -> Dataset:
     return Dataset.from_list(rows).shuffle(seed=settings.seed)
 
 
-def grpo_arguments(output_dir: Path, settings: ToyWorldGRPOSettings) -> GRPOConfig:
-    return GRPOConfig(
-        output_dir=str(output_dir),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
+def grpo_arguments(output_dir: Path, settings: ToyWorldGRPOSettings) -> XGenMMGRPOConfig:
+    return stage_arguments(
+        XGenMMGRPOConfig,
+        output_dir,
+        settings.steps,
+        settings.batch_size,
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
         temperature=settings.temperature,
@@ -75,11 +81,7 @@ def grpo_arguments(output_dir: Path, settings: ToyWorldGRPOSettings) -> GRPOConf
         beta=settings.beta,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=max(settings.steps // 20, 1),
-        logging_steps=max(settings.steps // 10, 1),
-        save_strategy="no",
-        report_to=[],
         seed=settings.seed,
-        disable_tqdm=True,
         bf16=False,  # a model of a few MB: fp32 everywhere, on CPU or GPU
     )
 
@@ -100,26 +102,28 @@ def held_out_accuracy(model, processor, settings: ToyWorldGRPOSettings) -> dict[
 def run_toy_world_grpo(
     sft_model: str | os.PathLike, output_dir: str | os.PathLike, settings: ToyWorldGRPOSettings | None = None
 ) -> dict[str, dict[str, float]]:
-    """GRPO of a saved toy-world SFT model; saves the result with its processor to `output_dir/model` and returns
-    the held-out accuracy (the toy world's held-out split) `{"before": ..., "after": ...}` with the trainer's
-    `log_history` (the training reward per logging step)."""
+    """GRPO of a saved toy-world SFT model through the package's GRPO stage; saves the result with its processor to
+    `output_dir/model` and returns the held-out accuracy (the toy world's held-out split) `{"before": ..., "after":
+    ...}` with the trainer's `log_history` (the training reward per logging step)."""
     settings = settings or ToyWorldGRPOSettings()
     output_dir = Path(output_dir)
-    model, processor = load_model_and_processor(sft_model)
-    before = held_out_accuracy(model, processor, settings)
-    if settings.freeze_vision:
-        freeze_vision_tower(model)
-    prompts = settings.steps * settings.batch_size // settings.num_generations
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=exact_match_reward,
-        args=grpo_arguments(output_dir, settings),
-        train_dataset=prompt_rows(prompts, settings),
-        processing_class=processor,
+    model_args = XGenMMModelConfig(
+        model_name_or_path=str(sft_model), use_peft=settings.use_peft, freeze_vision=settings.freeze_vision
     )
-    trainer.train()
-    trainer.save_model(str(output_dir / "model"))
-    processor.save_pretrained(str(output_dir / "model"))
+    args = grpo_arguments(output_dir, settings)
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=args.seed)
+    before = held_out_accuracy(model, processor, settings)
+    trainer = build_grpo_trainer(
+        model,
+        processor,
+        prompt_rows(settings.steps * settings.batch_size // settings.num_generations, settings),
+        exact_match_reward,
+        args,
+        peft_config=peft_config_from_args(model_args, model),
+        freeze_vision=model_args.freeze_vision,
+    )
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(args))
+    model = save_trained_model(trainer, output_dir / "model")
     after = held_out_accuracy(model, processor, settings)
     return {"before": before, "after": after, "log_history": trainer.state.log_history}
 

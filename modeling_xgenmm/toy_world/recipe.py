@@ -22,10 +22,10 @@ from transformers.utils import logging
 from ..train.arguments import XGenMMTrainingArguments
 from ..train.loading import load_model_and_processor
 from ..train.sft import train_stage
-from ..train.streaming import SkipCounts, pretraining_stream
-from .data import PAIR_QUESTIONS, QUESTIONS, ToyWorldRows, caption_row, document_row, pair_row, question_row
+from ..train.streaming import load_training_data
+from .data import PAIR_QUESTIONS, QUESTIONS, split_rows
 from .evaluation import answer_accuracy
-from .settings import DEFAULT_CONFIG, ToyWorldSettings
+from .settings import DEFAULT_CONFIG, ToyWorldSettings, stage_arguments
 from .shards import write_caption_shards, write_document_parquet
 
 
@@ -35,26 +35,16 @@ SINGLE_IMAGE_KINDS = tuple(QUESTIONS)
 TWO_IMAGE_KINDS = tuple(PAIR_QUESTIONS)
 
 
-def stage_arguments(
-    output_dir: Path, steps: int, batch_size: int, settings: ToyWorldSettings
-) -> XGenMMTrainingArguments:
-    return XGenMMTrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
+def recipe_arguments(output_dir: Path, steps: int, batch_size: int, settings: ToyWorldSettings):
+    return stage_arguments(
+        XGenMMTrainingArguments,
+        output_dir,
+        steps,
+        batch_size,
         learning_rate=settings.learning_rate,
         warmup_steps=settings.warmup_steps,
         lr_scheduler_type="cosine",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        # A model of a few MB: activations are small, recomputing them would only cost time.
-        activation_checkpointing=False,
-        logging_steps=max(steps // 10, 1),
-        save_strategy="no",
-        report_to=[],
         seed=settings.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
     )
 
 
@@ -63,8 +53,8 @@ def pretraining_rows(settings: ToyWorldSettings) -> ConcatDataset:
     half = settings.pretrain_steps * settings.pretrain_batch_size // 2
     return ConcatDataset(
         [
-            ToyWorldRows(caption_row, half, seed=settings.seed + 1),
-            ToyWorldRows(document_row, half, seed=settings.seed + 2),
+            split_rows("pretrain_captions", half, settings.seed),
+            split_rows("pretrain_documents", half, settings.seed),
         ]
     )
 
@@ -82,10 +72,7 @@ def fine_tuning_rows(settings: ToyWorldSettings) -> ConcatDataset:
     size = settings.sft_steps * settings.sft_batch_size
     pairs = round(size * settings.pair_fraction)
     return ConcatDataset(
-        [
-            ToyWorldRows(question_row, size - pairs, seed=settings.seed + 3),
-            ToyWorldRows(pair_row, pairs, seed=settings.seed + 4),
-        ]
+        [split_rows("sft_questions", size - pairs, settings.seed), split_rows("sft_pairs", pairs, settings.seed)]
     )
 
 
@@ -93,8 +80,8 @@ def held_out_rows(settings: ToyWorldSettings) -> ConcatDataset:
     """`eval_rows` single-image and `eval_rows` two-image questions from seeds no training split uses."""
     return ConcatDataset(
         [
-            ToyWorldRows(question_row, settings.eval_rows, seed=settings.seed + 1000),
-            ToyWorldRows(pair_row, settings.eval_rows, seed=settings.seed + 1001),
+            split_rows("held_out_questions", settings.eval_rows, settings.seed),
+            split_rows("held_out_pairs", settings.eval_rows, settings.seed),
         ]
     )
 
@@ -123,22 +110,21 @@ def run_toy_world(
             "folder explicitly"
         )
     started = time.perf_counter()
+    # The same entries as examples/train.py: the model of the config folder, its corpus read as a real run reads a web
+    # corpus (streamed from tar shards and parquet files), `train_stage`.
     model, processor = load_model_and_processor(config_dir, seed=settings.seed)
-
-    # Pretraining reads its corpus as a real run reads a web corpus: streamed from tar shards and parquet files.
     with tempfile.TemporaryDirectory(prefix="toy-world-corpus-") as corpus:
-        counts = SkipCounts()
-        stream = pretraining_stream(
-            pretraining_corpus(settings, Path(corpus)), seed=settings.seed, shuffle_buffer=1000, counts=counts
+        stream, skip_counts = load_training_data(
+            pretraining_corpus(settings, Path(corpus)), seed=settings.seed, shuffle_buffer=1000
         )
         train_stage(
             model,
             processor,
             stream,
             "pretrain",
-            stage_arguments(output_dir / "pretrain", settings.pretrain_steps, settings.pretrain_batch_size, settings),
+            recipe_arguments(output_dir / "pretrain", settings.pretrain_steps, settings.pretrain_batch_size, settings),
             freeze_vision=False,
-            skip_counts=counts,
+            skip_counts=skip_counts,
         )
 
     trainer, _ = train_stage(
@@ -146,7 +132,7 @@ def run_toy_world(
         processor,
         fine_tuning_rows(settings),
         "interleaved_sft",
-        stage_arguments(output_dir / "sft", settings.sft_steps, settings.sft_batch_size, settings),
+        recipe_arguments(output_dir / "sft", settings.sft_steps, settings.sft_batch_size, settings),
         freeze_vision=settings.freeze_vision_in_sft,
         check_rows=False,
     )

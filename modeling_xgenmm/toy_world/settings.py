@@ -1,7 +1,8 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""The toy-world run's sizes and default config folder, apart from the recipe so that the `xgenmm` command line can
-read them without importing the trainers."""
+"""The toy-world run's sizes, default config folder and trainer arguments, apart from the recipe so that the `xgenmm`
+command line can read them without importing the trainers."""
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,7 +13,7 @@ DEFAULT_CONFIG = Path(str(resources.files("xgenmm_hub_configs").joinpath("toy-wo
 
 @dataclass
 class ToyWorldSettings:
-    """Sizes of the run; the defaults take 6 to 19 minutes on two CPU cores (README, "Toy world").
+    """Sizes of the run (the README's "Toy world" section gives the time the defaults take on two CPU cores).
 
     The same-shape / same-colour verdicts of the two-image questions are the last thing the model learns, at a step
     that varies with the seed; the fine-tuning defaults (three quarters two-image rows, `pair_fraction`, in batches of
@@ -45,4 +46,26 @@ class ToyWorldSettings:
         return cls(pretrain_steps=150, sft_steps=500, eval_rows=60)
 
 
-__all__ = ["DEFAULT_CONFIG", "ToyWorldSettings"]
+def stage_arguments(config_class: type, output_dir: str | os.PathLike, steps: int, batch_size: int, **stage):
+    """The trainer arguments of a toy-world stage, one policy for all of them (pretraining, SFT, DPO, GRPO):
+    `config_class` (a package training config) with `steps` steps of `batch_size` rows, a loss logged ten times a
+    run, no checkpoints, no reporting, no progress bars, and without activation checkpointing (a model of a few MB:
+    recomputing activations would only cost time); `stage` sets the stage's own fields (learning rate, schedule,
+    seed, ...) and may override any of these."""
+    policy = {
+        "output_dir": str(output_dir),
+        "max_steps": steps,
+        "per_device_train_batch_size": batch_size,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "activation_checkpointing": False,
+        "logging_steps": max(steps // 10, 1),
+        "save_strategy": "no",
+        "report_to": [],
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+    return config_class(**{**policy, **stage})
+
+
+__all__ = ["DEFAULT_CONFIG", "ToyWorldSettings", "stage_arguments"]

@@ -6,7 +6,9 @@ Each module's job is in the README's layout table; what the example scripts use 
 from .arguments import (
     DataArguments,
     PreferenceDataArguments,
+    StageArguments,
     XGenMMDPOConfig,
+    XGenMMGRPOConfig,
     XGenMMModelConfig,
     XGenMMSFTConfig,
     XGenMMTrainingArguments,
@@ -14,15 +16,16 @@ from .arguments import (
 from .collators import BadSampleError, XGenMMDataCollator, XGenMMPreferenceCollator
 from .dpo import XGenMMDPOTrainer, build_dpo_trainer, preference_accuracy
 from .freezing import freeze_vision_tower
+from .grpo import build_grpo_trainer
 from .loading import load_model_and_processor
 from .lora import LORA_DEFAULTS, lora_config, lora_target_modules, peft_config_from_args
 from .preference_data import load_vlfeedback, load_vlguard
 from .qlora import quantization_config_from_args, refuse_quantization
 from .resume import checkpoint_to_resume
-from .rows import load_rows
+from .rows import STAGES, load_rows
 from .saving import merge_qlora_adapter, save_trained_model
-from .sft import STAGES, XGenMMTrainer, build_trainer, build_trl_sft_trainer, train_stage
-from .streaming import SkipCounts, pretraining_stream, row_stream
+from .sft import XGenMMTrainer, build_trainer, build_trl_sft_trainer, train_stage
+from .streaming import SkipCounts, load_training_data, pretraining_stream, row_stream
 
 
 __all__ = [
@@ -32,7 +35,9 @@ __all__ = [
     "DataArguments",
     "PreferenceDataArguments",
     "SkipCounts",
+    "StageArguments",
     "XGenMMDPOConfig",
+    "XGenMMGRPOConfig",
     "XGenMMDPOTrainer",
     "XGenMMDataCollator",
     "XGenMMModelConfig",
@@ -41,11 +46,13 @@ __all__ = [
     "XGenMMTrainer",
     "XGenMMTrainingArguments",
     "build_dpo_trainer",
+    "build_grpo_trainer",
     "build_trainer",
     "build_trl_sft_trainer",
     "checkpoint_to_resume",
     "freeze_vision_tower",
     "load_model_and_processor",
+    "load_training_data",
     "load_rows",
     "load_vlfeedback",
     "load_vlguard",

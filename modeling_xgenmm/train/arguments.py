@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
-from trl import DPOConfig, ModelConfig, SFTConfig
+from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig
 
 from .lora import LORA_DEFAULTS
+from .rows import STAGES
 
 
 # Whether the installed Trainer reads `activation_checkpointing` (5.23 on) or only `gradient_checkpointing`.
@@ -38,13 +39,12 @@ def bf16_available() -> bool:
 
 @dataclass
 class PolicyFields:
-    """The fields in which `XGenMMTrainingArguments`, `XGenMMSFTConfig` and `XGenMMDPOConfig` carry the policy
-    (listed first among their bases, so these defaults win).
+    """The fields in which every training config (`XGenMMTrainingArguments`, `XGenMMSFTConfig`, `XGenMMDPOConfig`,
+    `XGenMMGRPOConfig`) carries the policy (listed first among their bases, so these defaults win).
 
     - `bf16`: `None` (the default) means bf16 where `bf16_available()`, fp32 otherwise (TRL turns it on everywhere).
     - `activation_checkpointing`: on (non-reentrant): about 20% more compute for much less activation memory, which
       the 4B released models need on common GPUs. `gradient_checkpointing` is its deprecated alias.
-    - `max_length`: 2048 tokens, the released models' truncation length; truncation never cuts an image.
     - `use_cpu`: forced on where torch sees no accelerator, so that a multi-process launch (`accelerate launch
       --multi_gpu --num_processes N`, `torchrun`) trains data-parallel on CPUs with gloo instead of starting N
       independent runs.
@@ -57,9 +57,6 @@ class PolicyFields:
         default=True, metadata={"help": "Activation checkpointing (non-reentrant)."}
     )
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
-    max_length: int | None = field(
-        default=2048, metadata={"help": "Longest sequence in tokens; truncation never cuts an image."}
-    )
     start_over: bool = field(
         default=False,
         metadata={
@@ -80,6 +77,16 @@ class PolicyFields:
 
 
 @dataclass
+class TruncationPolicy:
+    """`max_length`: 2048 tokens, the released models' truncation length, for the stages that truncate what they
+    train on (all but GRPO, which generates its completions); truncation never cuts an image."""
+
+    max_length: int | None = field(
+        default=2048, metadata={"help": "Longest sequence in tokens; truncation never cuts an image."}
+    )
+
+
+@dataclass
 class XGenMMModelConfig(ModelConfig):
     """TRL's `ModelConfig` with the package's LoRA defaults (`LORA_DEFAULTS`; without `--lora_target_modules`, the
     language model's linear layers) and the vision tower frozen, as in the report."""
@@ -91,9 +98,9 @@ class XGenMMModelConfig(ModelConfig):
 
 
 @dataclass
-class XGenMMTrainingArguments(PolicyFields, TrainingArguments):
-    """`TrainingArguments` with the xGen-MM policy (`PolicyFields`: precision, activation checkpointing, CPU/gloo,
-    `max_length`) and the collator's settings.
+class XGenMMTrainingArguments(PolicyFields, TruncationPolicy, TrainingArguments):
+    """`TrainingArguments` with the xGen-MM policy (`PolicyFields`: precision, activation checkpointing, CPU/gloo;
+    `TruncationPolicy`: `max_length`) and the collator's settings.
 
     - `remove_unused_columns`: `False`; the collator needs the raw rows (the Trainer would strip their keys).
     - `ddp_find_unused_parameters`: on, so that a batch without images (whose resampler gets no gradient) does not
@@ -128,16 +135,16 @@ class XGenMMTrainingArguments(PolicyFields, TrainingArguments):
 
 
 @dataclass
-class XGenMMSFTConfig(PolicyFields, SFTConfig):
-    """`SFTConfig` with the xGen-MM policy (`PolicyFields`) and assistant-only loss (the chat templates mark each
-    answer and its `<|end|>`)."""
+class XGenMMSFTConfig(PolicyFields, TruncationPolicy, SFTConfig):
+    """`SFTConfig` with the xGen-MM policy (`PolicyFields`, `TruncationPolicy`) and assistant-only loss (the chat
+    templates mark each answer and its `<|end|>`)."""
 
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant turns only."})
 
 
 @dataclass
-class XGenMMDPOConfig(PolicyFields, DPOConfig):
-    """`DPOConfig` with the xGen-MM policy (`PolicyFields`).
+class XGenMMDPOConfig(PolicyFields, TruncationPolicy, DPOConfig):
+    """`DPOConfig` with the xGen-MM policy (`PolicyFields`, `TruncationPolicy`).
 
     - `max_length`: with `XGenMMPreferenceCollator` (what `build_dpo_trainer` and `XGenMMDPOTrainer` use) truncation
       only ever shortens completions: a prompt that does not fit, images included, raises. TRL's own collator cuts
@@ -158,6 +165,12 @@ class XGenMMDPOConfig(PolicyFields, DPOConfig):
             "vision tower and resampler are frozen). Default: where exact; True: required; False: TRL's path."
         },
     )
+
+
+@dataclass
+class XGenMMGRPOConfig(PolicyFields, GRPOConfig):
+    """`GRPOConfig` with the xGen-MM policy (`PolicyFields`). GRPO truncates nothing it trains on: its completions are
+    generated up to `max_completion_length`."""
 
 
 @dataclass
@@ -184,6 +197,20 @@ class DataArguments:
 
 
 @dataclass
+class StageArguments(DataArguments):
+    """The data of one stage on `transformers.Trainer` and which stage it is (`examples/train.py --stage`)."""
+
+    stage: str = field(
+        kw_only=True,
+        metadata={
+            "help": "The recipe's stage, which decides the row formats it takes: pretrain (documents, caption pairs), "
+            "sft (conversations), interleaved_sft (conversations with several images).",
+            "choices": list(STAGES),
+        },
+    )
+
+
+@dataclass
 class PreferenceDataArguments(DataArguments):
     """Preference datasets as published (VLFeedback, VLGuard), with their image folder."""
 
@@ -194,7 +221,10 @@ __all__ = [
     "DataArguments",
     "PolicyFields",
     "PreferenceDataArguments",
+    "StageArguments",
+    "TruncationPolicy",
     "XGenMMDPOConfig",
+    "XGenMMGRPOConfig",
     "XGenMMModelConfig",
     "XGenMMSFTConfig",
     "XGenMMTrainingArguments",

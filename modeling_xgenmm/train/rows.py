@@ -26,6 +26,12 @@ from PIL import Image
 
 
 ROW_KINDS = ("conversation", "document", "caption")
+# The recipe's stages on `transformers.Trainer` and the row kinds each takes (a caption pair in SFT is an error).
+STAGES = {
+    "pretrain": ("document", "caption"),
+    "sft": ("conversation",),
+    "interleaved_sft": ("conversation",),
+}
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 

@@ -22,16 +22,11 @@ from .arguments import XGenMMSFTConfig, XGenMMTrainingArguments
 from .collators import XGenMMDataCollator
 from .freezing import freeze_vision_tower
 from .resume import checkpoint_to_resume
-from .rows import conversation_messages, row_kind
+from .rows import STAGES, conversation_messages, row_kind
 from .streaming import SkipCounts
 from .validation import validate_rows
 
 
-STAGES = {
-    "pretrain": ("document", "caption"),
-    "sft": ("conversation",),
-    "interleaved_sft": ("conversation",),
-}
 TRL_CONVERSATION_FEATURES = Features(
     {
         "messages": List(
@@ -199,7 +194,6 @@ def build_trl_sft_trainer(
 
 
 __all__ = [
-    "STAGES",
     "XGenMMTrainer",
     "build_trainer",
     "build_trl_sft_trainer",

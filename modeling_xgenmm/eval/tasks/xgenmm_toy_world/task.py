@@ -6,7 +6,7 @@ from datasets import Dataset, DatasetDict
 from lmms_eval.api.task import ConfigurableMessagesTask
 
 from modeling_xgenmm.eval.tasks import interleaved
-from modeling_xgenmm.toy_world.data import ToyWorldRows, question_row
+from modeling_xgenmm.toy_world.data import split_rows
 from modeling_xgenmm.toy_world.evaluation import normalised_answer
 from modeling_xgenmm.toy_world.recipe import held_out_rows
 from modeling_xgenmm.toy_world.settings import ToyWorldSettings
@@ -32,7 +32,7 @@ class ToyWorldTask(ConfigurableMessagesTask):
         seed = int(kwargs.get("seed", 0))
         count = int(kwargs.get("eval_rows", 300))
         held_out = interleaved(held_out_rows(ToyWorldSettings(eval_rows=count, seed=seed)), count)
-        shots = ToyWorldRows(question_row, int(kwargs.get("shot_rows", 64)), seed=seed + 3000)
+        shots = split_rows("few_shot_questions", int(kwargs.get("shot_rows", 64)), seed)
         self.dataset = DatasetDict({"test": docs(held_out), "train": docs(shots)})
         self.dataset_no_image = DatasetDict(
             {name: split.remove_columns("images") for name, split in self.dataset.items()}
