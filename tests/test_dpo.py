@@ -82,6 +82,24 @@ def test_collator_completions_are_the_tokens_generation_sees():
     assert answer == rows[0]["answer"] + "<|end|>"  # <|end|> takes its newline (rstrip)
 
 
+def test_a_prompt_with_earlier_answers_leaves_them_out_of_the_completion():
+    processor = tiny_processor()
+    row = toy_rows(1)[0]
+    earlier = [{"role": "assistant", "content": [{"type": "text", "text": "Shapes."}]}]
+    row["prompt"] = row["prompt"] + earlier + [{"role": "user", "content": [{"type": "text", "text": "Which?"}]}]
+    batch = XGenMMPreferenceCollator(processor=processor)([row])
+    prompt = processor.apply_chat_template(
+        fill_image_blocks(row["prompt"], row["images"]), add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    prompt_length = len(prompt["input_ids"][0])
+    for index, completion in enumerate((row["chosen"], row["rejected"])):
+        length = int(batch["attention_mask"][index].sum())
+        assert batch["completion_mask"][index, :prompt_length].sum() == 0
+        assert batch["completion_mask"][index, prompt_length:length].all()
+        answer = processor.decode(batch["input_ids"][index][batch["completion_mask"][index].bool()])
+        assert answer == completion[0]["content"][0]["text"] + "<|end|>"
+
+
 def test_trl_collator_tokenizes_completions_apart_from_their_prompt():
     # Why XGenMMPreferenceCollator exists: alone, a completion starts with a word-start token ("▁blue") where the
     # model, after "<|assistant|>\n", reads and writes the in-context tokens ("b", "l", ...).

@@ -1,6 +1,6 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """The collators of the training stages; the processor does all tokenization, image processing and image-token
-expansion in both.
+expansion in both, and conversations go through its chat template, whose generation mask marks what is learnt.
 
 - `XGenMMDataCollator` (`transformers.Trainer`: pretraining, SFT): transformers ships no collator for
   vision-language training; this one turns rows in the formats of `rows.py` (conversations, interleaved documents,
@@ -19,7 +19,6 @@ from jinja2.exceptions import TemplateError
 from packaging import version
 from PIL import Image
 from transformers.utils import logging
-from trl.data_utils import apply_chat_template, common_prefix_length
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
 from .rows import (
@@ -41,6 +40,19 @@ IGNORE_INDEX = -100
 # From transformers 5.18 the chat template's assistant masks follow the image tokens the processor inserts; before,
 # they land on the wrong tokens of a conversation with images (TRL refuses that case below 5.18 too).
 ASSISTANT_MASKS_WITH_IMAGES = version.parse(transformers.__version__) >= version.parse("5.18.0")
+
+
+def require_assistant_masks_with_images() -> None:
+    """Raises where the installed transformers puts the chat template's assistant masks on the wrong tokens of a
+    conversation with images (below 5.18), naming the version to install."""
+    if not ASSISTANT_MASKS_WITH_IMAGES:
+        raise RuntimeError(
+            "training on conversations with images takes the chat template's assistant masks, which follow the image "
+            f"tokens from transformers 5.18 on; transformers {transformers.__version__} is installed: upgrade it "
+            "(pip install 'transformers>=5.18')"
+        )
+
+
 # What a malformed row raises inside the processor or the row helpers; anything else is a bug and propagates.
 BAD_SAMPLE_ERRORS = (ValueError, TypeError, KeyError, OSError, TemplateError, Image.DecompressionBombError)
 
@@ -224,12 +236,8 @@ class XGenMMDataCollator:
             if not any(message["role"] == "assistant" for message in messages):
                 raise ValueError("the conversation has no assistant turn to learn from")
             check_image_files(images)
-            if images and not ASSISTANT_MASKS_WITH_IMAGES:
-                raise RuntimeError(
-                    "training on conversations with images takes the chat template's assistant masks, which follow "
-                    f"the image tokens from transformers 5.18 on; transformers {transformers.__version__} is "
-                    "installed: upgrade it (pip install 'transformers>=5.18')"
-                )
+            if images:
+                require_assistant_masks_with_images()
             out = processor.apply_chat_template(
                 fill_image_blocks(messages, images),
                 chat_template=self.chat_template,
@@ -354,84 +362,89 @@ class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
 
     Differences from TRL's collator, each to keep training and generation consistent:
 
-    - A completion is tokenized in its prompt's context (prompt + completion in one pass; the completion starts where
-      the tokens of the prompt alone stop matching, as in TRL's text path). TRL's vision collator tokenizes
-      completions alone, and a sentencepiece tokenizer (Phi-3's) then starts them with a word-start "▁" token that
-      the model never produces after `<|assistant|>\\n`: DPO would move tokens that generation does not use.
+    - Each sequence is the whole conversation, prompt then completion, through the processor's chat template (as
+      `XGenMMDataCollator` encodes SFT conversations), and the completion is where the template's generation mask
+      starts after the prompt's own turns, to the end of the sequence: its tokens are those of the prompt's context.
+      TRL's vision collator tokenizes completions alone, and a sentencepiece tokenizer (Phi-3's) then starts them with
+      a word-start "▁" token that the model never produces after `<|assistant|>\\n`: DPO would move tokens that
+      generation does not use.
     - Truncation to `max_length` shortens completions only. A prompt (images included) that leaves no room for a
       completion raises, naming the row; TRL cuts every sequence at `max_length`, inside an image if it falls there.
-    - Rows are checked first (`normalize_preference_row`): images against placeholders, no images in completions,
-      and with `require_images` (the default) an image in every row.
+    - Rows are checked and normalized first (`normalize_preference_row`): images against placeholders, no images in
+      completions, and with `require_images` (the default) an image in every row; rows that a `preference_dataset`
+      normalized already pass as they are (`normalized_rows`).
 
     Args:
         processor ([`XGenMMProcessor`]): tokenizer, image processor and chat template.
         max_length (`int`, *optional*): longest sequence in tokens; `None` for no truncation.
         require_images (`bool`, *optional*, defaults to `True`): refuse rows without images.
+        normalized_rows (`bool`, *optional*, defaults to `False`): the rows are `normalize_preference_row`'s output
+            (`build_dpo_trainer` says so for the datasets it makes), so they are normalized once, not per batch.
     """
 
     require_images: bool = True
+    normalized_rows: bool = False
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if self.pad_to_multiple_of is not None:
             raise NotImplementedError("pad_to_multiple_of is not supported for vision preference batches")
-        processor, tokenizer = self.processor, self.processor.tokenizer
-        rows, names = [], []
-        for position, example in enumerate(examples):
-            names.append(describe_preference_row(example, position))
-            rows.append(normalize_preference_row(example, processor.image_token, self.require_images, position))
-        prompts, completions = [], {"chosen": [], "rejected": []}
+        names = [describe_preference_row(example, position) for position, example in enumerate(examples)]
+        rows = examples
+        if not self.normalized_rows:
+            image_token = self.processor.image_token
+            rows = [
+                normalize_preference_row(example, image_token, self.require_images, position)
+                for position, example in enumerate(examples)
+            ]
         for row in rows:
-            text = apply_chat_template(
-                {
-                    "prompt": fill_image_blocks(row["prompt"], row["images"]),
-                    "chosen": row["chosen"],
-                    "rejected": row["rejected"],
-                },
-                processor,
-            )
-            prompts.append(text["prompt"])
-            for key in completions:
-                completions[key].append(text["prompt"] + text[key])
-        texts = completions["chosen"] + completions["rejected"]
-        images = [row["images"] for row in rows] * 2
-        for row_images in images[: len(rows)]:
-            check_image_files(row_images)
-        batch = processor(
-            images=images if any(images) else None,
-            text=texts,
-            padding=True,
-            padding_side="right",
+            check_image_files(row["images"])
+        if any(row["images"] for row in rows):
+            require_assistant_masks_with_images()
+        conversations = [
+            fill_image_blocks(row["prompt"], row["images"]) + row[completion]
+            for completion in ("chosen", "rejected")
+            for row in rows
+        ]
+        batch = self.processor.apply_chat_template(
+            conversations,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
             return_tensors=self.return_tensors,
-            add_special_tokens=False,
+            processor_kwargs={"padding": True, "padding_side": "right"},
         )
+        batch["completion_mask"] = self.completion_mask(batch, rows, names)
+        if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
+            logger.warning_once(
+                f"Truncating completions to fit max_length={self.max_length}; prompts and images are kept whole."
+            )
+            for key in ("input_ids", "attention_mask", "completion_mask"):
+                batch[key] = batch[key][:, : self.max_length]
+        return batch
+
+    def completion_mask(self, batch: dict, rows: list[dict], names: list[str]) -> torch.Tensor:
+        """1 from a sequence's completion to its end: the completion starts at the generation mask's first run after
+        those of the prompt's own assistant turns (`batch["assistant_masks"]`, taken out of the batch). Raises naming
+        the row when no completion token is left, or none would be after truncation to `max_length`."""
+        generation_masks = batch.pop("assistant_masks")
         completion_mask = torch.zeros_like(batch["input_ids"])
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        for index, (text, length) in enumerate(zip(texts, lengths)):
+        for index, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
             row = index % len(rows)
-            prompt_ids = tokenizer(prompts[row], add_special_tokens=False)["input_ids"]
-            text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            # The tokenizer counts an image as one marker token; `input_ids` hold all of its tokens.
-            image_tokens = int((batch["input_ids"][index] == processor.image_token_id).sum())
-            markers = prompt_ids.count(processor.image_token_id)
-            start = common_prefix_length(prompt_ids, text_ids) + image_tokens - markers
-            if start >= length:
+            mask = generation_masks[index, :length]
+            run_starts = (torch.diff(mask, prepend=mask.new_zeros(1)) == 1).nonzero().flatten().tolist()
+            prompt_answers = sum(message["role"] == "assistant" for message in rows[row]["prompt"])
+            if len(run_starts) <= prompt_answers:
                 raise ValueError(f"preference row {names[row]}: the completion is empty")
+            start = run_starts[prompt_answers]
             if self.max_length is not None and start >= self.max_length:
+                image_tokens = int((batch["input_ids"][index, :length] == self.processor.image_token_id).sum())
                 raise ValueError(
                     f"preference row {names[row]}: the prompt alone is {start} tokens ({image_tokens} of them image "
                     f"tokens) but max_length={self.max_length}, so no completion token would be left; truncation "
                     "never cuts a prompt or an image. Raise max_length or shorten the prompt."
                 )
             completion_mask[index, start:length] = 1
-        if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
-            logger.warning_once(
-                f"Truncating completions to fit max_length={self.max_length}; prompts and images are kept whole."
-            )
-            for key in ("input_ids", "attention_mask"):
-                batch[key] = batch[key][:, : self.max_length]
-            completion_mask = completion_mask[:, : self.max_length]
-        batch["completion_mask"] = completion_mask
-        return batch
+        return completion_mask
 
 
 __all__ = ["BadSampleError", "XGenMMDataCollator", "XGenMMPreferenceCollator"]

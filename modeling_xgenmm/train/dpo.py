@@ -47,9 +47,10 @@ PREFERENCE_FEATURES = Features(
 
 
 def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<image>", require_images: bool = True):
-    """The `datasets.Dataset` `DPOTrainer` takes, from any sequence of preference rows (normalized with
-    `normalize_preference_row`; images may be PIL images or paths, which the `Image` feature decodes on access).
-    A `datasets.Dataset` is returned as it is; the collator checks its rows batch by batch."""
+    """The `datasets.Dataset` `DPOTrainer` takes, from any sequence of preference rows, each normalized once here
+    (`normalize_preference_row`, which names a bad row before training starts; images may be PIL images or paths,
+    which the `Image` feature decodes on access). A `datasets.Dataset` is returned as it is; the collator normalizes
+    its rows batch by batch."""
     if isinstance(rows, Dataset):
         return rows
     normalized = []
@@ -244,7 +245,14 @@ def build_dpo_trainer(
     if peft_config is None and ref_model is None:
         # TRL would reload the reference from `config._name_or_path`, which a model built in memory does not have.
         ref_model = copy.deepcopy(model).requires_grad_(False)
-    collator = XGenMMPreferenceCollator(processor=processor, max_length=args.max_length, require_images=require_images)
+    collator = XGenMMPreferenceCollator(
+        processor=processor,
+        max_length=args.max_length,
+        require_images=require_images,
+        # Rows given as a list were normalized into the datasets above; a given `datasets.Dataset` is normalized by
+        # the collator, batch by batch.
+        normalized_rows=not any(isinstance(rows, Dataset) for rows in (train_rows, eval_rows)),
+    )
     return XGenMMDPOTrainer(
         model=model,
         ref_model=ref_model,
