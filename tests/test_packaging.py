@@ -5,6 +5,7 @@ module and data file), every `hub_configs/` folder is exactly what its generator
 import configparser
 import filecmp
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,25 @@ def test_hub_configs_folders_are_what_the_generator_writes(tmp_path):
     stale = [f"{name}/{file}" for name, sub in comparison.subdirs.items() for file in sub.diff_files]
     assert not stale, f"stale files, rewrite them with `python -m modeling_xgenmm.hub.write_configs`: {stale}"
     assert not [name for name, sub in comparison.subdirs.items() if sub.left_only or sub.right_only]
+
+
+def test_the_readme_layout_table_names_every_module_of_the_package():
+    """The README's layout table is the package's inventory (the subpackages' `__init__` docstrings point to it): each
+    module of `modeling_xgenmm/` and of its subpackages is named in its folder's row, and a folder without a row of
+    its own (`eval/tasks/`) in its parent's."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    rows = dict(re.findall(r"^\| `(modeling_xgenmm/[\w/]*)` \| (.*) \|$", layout, flags=re.M))
+    package = REPO_ROOT / "modeling_xgenmm"
+    missing = []
+    for folder in [package, *(path for path in package.iterdir() if (path / "__init__.py").is_file())]:
+        row = rows.get(f"{folder.relative_to(REPO_ROOT)}/", "")
+        names = [path.name for path in folder.glob("*.py") if path.name not in ("__init__.py", "__main__.py")]
+        names += [
+            f"{path.name}/" for path in folder.iterdir() if folder != package and (path / "__init__.py").is_file()
+        ]
+        missing += [f"{folder.relative_to(REPO_ROOT)}/{name}" for name in names if f"`{name}`" not in row]
+    assert not missing, f"modules the README's layout table does not name in their folder's row: {missing}"
 
 
 def test_fixture_files_are_those_listed_in_sha256sums():

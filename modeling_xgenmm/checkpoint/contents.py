@@ -15,7 +15,12 @@ from ..configuration_xgenmm import XGenMMConfig
 
 logger = logging.get_logger(__name__)
 
-# The token that ends every turn of the instruct chat template: generation must stop there.
+# The special tokens of the released vocabulary, as the tokenizer (`XGenMMTokenizer`'s defaults) and the chat
+# templates write them: an image's marker, the filler after it in the original base-model prompts, the end of an
+# interleaved chunk, and the end of every turn of the instruct chat template (generation must stop there).
+IMAGE_TOKEN = "<image>"
+IMAGE_PLACEHOLDER_TOKEN = "<image placeholder>"
+END_OF_CHUNK_TOKEN = "<|endofchunk|>"
 END_OF_TURN_TOKEN = "<|end|>"
 # Phi-3's added tokens sit just below xGen-MM's three (`<image>` is the first, at `initial_tokenizer_len`); `<|end|>`
 # is 5 below it (32007 = 32012 - 5 in the release). Only used when no tokenizer is at hand.
@@ -81,7 +86,10 @@ def stop_at_end_of_turn(
 
 
 __all__ = [
+    "END_OF_CHUNK_TOKEN",
     "END_OF_TURN_TOKEN",
+    "IMAGE_PLACEHOLDER_TOKEN",
+    "IMAGE_TOKEN",
     "build_image_processor",
     "build_processor",
     "chat_template",

@@ -7,10 +7,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
-IMAGE_TOKEN = "<image>"
-IMAGE_PLACEHOLDER_TOKEN = "<image placeholder>"
-END_OF_CHUNK_TOKEN = "<|endofchunk|>"
+from ..checkpoint.contents import END_OF_CHUNK_TOKEN, IMAGE_PLACEHOLDER_TOKEN, IMAGE_TOKEN
 
 
 @dataclass

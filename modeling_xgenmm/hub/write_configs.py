@@ -26,7 +26,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
 from xgenmm_processing import XGenMMTokenizer
 
-from ..checkpoint.contents import build_processor
+from ..checkpoint.contents import END_OF_CHUNK_TOKEN, IMAGE_PLACEHOLDER_TOKEN, IMAGE_TOKEN, build_processor
 from ..configuration_xgenmm import XGenMMConfig
 from .model_card import hub_config_card
 
@@ -118,7 +118,7 @@ def build_tiny_tokenizer(
     learned = json.loads(trainer_tokenizer.to_str())["model"]
     vocab = learned["vocab"]
     vocab.update({f"<unused{index}>": index for index in range(len(vocab), num_pieces)})
-    added = PHI3_ADDED_TOKENS + ["<image>", "<image placeholder>", "<|endofchunk|>"]
+    added = PHI3_ADDED_TOKENS + [IMAGE_TOKEN, IMAGE_PLACEHOLDER_TOKEN, END_OF_CHUNK_TOKEN]
     return XGenMMTokenizer(
         vocab=vocab,
         merges=[tuple(merge) for merge in learned["merges"]],

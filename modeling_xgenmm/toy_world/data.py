@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from ..checkpoint.contents import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
+
 
 CELL = 32
 MAX_COUNT = 4
@@ -140,7 +142,7 @@ def caption_row(rng: random.Random, index: int) -> dict:
 def document_row(rng: random.Random, index: int, max_images: int = 3) -> dict:
     """An interleaved document: 2..max_images captioned images, chunks separated by `<|endofchunk|>`."""
     scenes = [random_scene(rng) for _ in range(rng.randint(2, max_images))]
-    text = "".join(f"<image>{scene.caption()}<|endofchunk|>" for scene in scenes)
+    text = "".join(f"{IMAGE_TOKEN}{scene.caption()}{END_OF_CHUNK_TOKEN}" for scene in scenes)
     return {"text": text, "images": [scene.render() for scene in scenes]}
 
 

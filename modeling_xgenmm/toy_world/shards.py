@@ -13,9 +13,7 @@ import pyarrow.parquet as pq
 import webdataset
 from PIL import Image
 
-
-IMAGE_TOKEN = "<image>"
-END_OF_CHUNK = "<|endofchunk|>"
+from ..checkpoint.contents import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -40,7 +38,7 @@ def write_caption_shards(rows: Sequence[dict], folder: Path, shards: int) -> lis
 def obelics_slots(row: dict) -> dict:
     """A document row `<image>caption<|endofchunk|>...` as OBELICS' parallel slots: an image slot, then its text."""
     texts, images = [], []
-    chunks = row["text"].split(END_OF_CHUNK)
+    chunks = row["text"].split(END_OF_CHUNK_TOKEN)
     for chunk, image in zip(chunks, row["images"], strict=False):
         if not chunk.startswith(IMAGE_TOKEN):
             raise ValueError(f"a toy-world document chunk starts with its image, got {chunk!r}")

@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer
 
+from ..checkpoint.contents import IMAGE_TOKEN
 from .arguments import XGenMMDPOConfig
 from .collators import XGenMMPreferenceCollator
 from .freezing import freeze_resampler, freeze_vision_tower, xgenmm_backbone
@@ -46,7 +47,7 @@ PREFERENCE_FEATURES = Features(
 )
 
 
-def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = "<image>", require_images: bool = True):
+def preference_dataset(rows: Sequence[dict] | Dataset, image_token: str = IMAGE_TOKEN, require_images: bool = True):
     """The `datasets.Dataset` `DPOTrainer` takes, from any sequence of preference rows, each normalized once here
     (`normalize_preference_row`, which names a bad row before training starts; images may be PIL images or paths,
     which the `Image` feature decodes on access). A `datasets.Dataset` is returned as it is; the collator normalizes

@@ -29,7 +29,6 @@ here makes the same data usable in the DPO stage.
 """
 
 import io
-import json
 import math
 import os
 from collections import Counter
@@ -38,6 +37,9 @@ from pathlib import Path
 
 from PIL import Image
 from transformers.utils import logging
+
+from ..checkpoint.contents import IMAGE_TOKEN
+from .rows import read_json_records
 
 
 logger = logging.get_logger(__name__)
@@ -48,7 +50,7 @@ VLFEEDBACK_ASPECTS = ("Helpfulness", "Visual Faithfulness", "Ethical Considerati
 def preference_row(row_id: str, image, instruction: str, chosen: str, rejected: str) -> dict:
     """One TRL vision preference row: the image first in the user turn (or at the instruction's `<image>` marker)."""
     content = [{"type": "text", "text": instruction}]
-    if "<image>" not in instruction:
+    if IMAGE_TOKEN not in instruction:
         content.insert(0, {"type": "image"})
     return {
         "id": row_id,
@@ -165,24 +167,9 @@ def vlfeedback_preference_rows(
 
 
 def read_records(path: str | os.PathLike, name: str) -> list:
-    """The records of a JSON list or JSONL file; errors name the file (and the line of a JSONL file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name} file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
-        return records
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); JSONL files need the .jsonl extension") from None
+    """The records of a JSON list or JSONL file (`read_json_records`); errors name the file (and the line of a JSONL
+    file)."""
+    records = read_json_records(path, name)
     if not isinstance(records, list):
         raise ValueError(f"{path}: {name} data is a JSON list of records, got a {type(records).__name__}")
     return records

@@ -24,6 +24,8 @@ from typing import Any
 
 from PIL import Image
 
+from ..checkpoint.contents import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
+
 
 ROW_KINDS = ("conversation", "document", "caption")
 # The recipe's stages on `transformers.Trainer` and the row kinds each takes (a caption pair in SFT is an error).
@@ -83,7 +85,7 @@ def _row_images(row: dict) -> list:
     return [str(image) if isinstance(image, Path) else image for image in images]
 
 
-def split_image_markers(text: str, image_token: str = "<image>") -> list[dict]:
+def split_image_markers(text: str, image_token: str = IMAGE_TOKEN) -> list[dict]:
     """Text with `<image>` markers as content blocks. Whitespace right after a marker is dropped: the chat template
     writes its own separator after each image (the LLaVA form's `"<image>\\n{question}"` stays one newline)."""
     blocks = []
@@ -99,7 +101,7 @@ def split_image_markers(text: str, image_token: str = "<image>") -> list[dict]:
 IMAGE_PAYLOAD_KEYS = ("image", "path", "url", "base64")
 
 
-def conversation_messages(row: dict, image_token: str = "<image>") -> tuple[list[dict], list]:
+def conversation_messages(row: dict, image_token: str = IMAGE_TOKEN) -> tuple[list[dict], list]:
     """The row's conversation in one normal form: messages `{"role", "content"}` with list content of text blocks
     and bare `{"type": "image"}` placeholders, and the images that fill the placeholders, in order.
 
@@ -192,7 +194,7 @@ def fill_image_blocks(messages: list[dict], images: list) -> list[dict]:
     ]
 
 
-def document_text(row: dict, image_token: str = "<image>", end_of_chunk_token: str = "<|endofchunk|>"):
+def document_text(row: dict, image_token: str = IMAGE_TOKEN, end_of_chunk_token: str = END_OF_CHUNK_TOKEN):
     """(text, images) of a pretraining row; a caption pair becomes `<image>{caption}<|endofchunk|>`."""
     if "text" in row:
         if not isinstance(row["text"], str):
@@ -227,25 +229,33 @@ def load_rows(*paths: str | os.PathLike) -> list[dict]:
     return [row for path in paths for row in _load_rows_file(Path(path))]
 
 
-def _load_rows_file(path: Path) -> list[dict]:
+def read_json_records(path: str | os.PathLike, name: str = "dataset"):
+    """What a JSON file holds, or the records of a JSONL file (one per line, blank lines skipped), for every reader of
+    data files (training rows, VLFeedback, VLGuard). Errors name the file, and the line of a JSONL file; what the
+    records must be is the caller's to check."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
+        raise FileNotFoundError(f"{name} file not found: {path}")
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
-    else:
+    if path.suffix != ".jsonl":
         try:
-            rows = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error}); JSONL files need the .jsonl extension") from None
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: a JSON dataset is a list of rows, got a {type(rows).__name__}")
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
+    return records
+
+
+def _load_rows_file(path: Path) -> list[dict]:
+    rows = read_json_records(path)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: a JSON dataset is a list of rows, got a {type(rows).__name__}")
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: row {number} is a {type(row).__name__}, expected an object")
@@ -295,7 +305,7 @@ def _holds_image(messages: list[dict], image_token: str) -> bool:
 
 
 def normalize_preference_row(
-    row: dict, image_token: str = "<image>", require_images: bool = True, position: int | None = None
+    row: dict, image_token: str = IMAGE_TOKEN, require_images: bool = True, position: int | None = None
 ) -> dict:
     """A preference row in the one form the collator and `datasets` features hold: `prompt`, `chosen` and
     `rejected` as messages with list content (text blocks and bare `{"type": "image"}` placeholders) and `images`

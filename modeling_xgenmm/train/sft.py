@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
+from ..checkpoint.contents import IMAGE_TOKEN
 from .arguments import XGenMMSFTConfig, XGenMMTrainingArguments
 from .collators import XGenMMDataCollator
 from .freezing import freeze_vision_tower
@@ -147,7 +148,7 @@ def train_stage(
     return trainer, metrics
 
 
-def trl_conversation_row(row: dict, image_token: str = "<image>") -> dict:
+def trl_conversation_row(row: dict, image_token: str = IMAGE_TOKEN) -> dict:
     """A conversation row (either form) as TRL's vision collator reads it: `messages` with list content and
     `{"type": "image"}` placeholders, and `images`."""
     kind = row_kind(row)

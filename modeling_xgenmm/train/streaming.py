@@ -38,13 +38,11 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from transformers.image_utils import load_image
 
+from ..checkpoint.contents import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
 from .rows import _load_rows_file, load_rows
 
 
-IMAGE_TOKEN = "<image>"
-END_OF_CHUNK = "<|endofchunk|>"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-CAPTION_KEYS = ("txt", "json")
 # The records every reader yields before decoding: OBELICS' parallel slots, images undecoded.
 RECORD_FEATURES = Features({"texts": List(Value("string")), "images": List(ImageFeature(decode=False))})
 STREAM_FORMATS = {".parquet": "parquet", ".tar": "webdataset"}
@@ -161,14 +159,14 @@ class DecodeRecord:
         parts, images, chunk_open, previous_text = [], [], False, False
         for text, image in zip_longest(texts, decoded):
             if image is not None:
-                parts.append(END_OF_CHUNK if chunk_open else "")
+                parts.append(END_OF_CHUNK_TOKEN if chunk_open else "")
                 parts.append(IMAGE_TOKEN)
                 images.append(image)
                 chunk_open, previous_text = True, False
             if text:
                 parts.append(("\n\n" if previous_text else "") + text)
                 previous_text = True
-        return {"text": "".join(parts) + (END_OF_CHUNK if chunk_open else ""), "images": images}
+        return {"text": "".join(parts) + (END_OF_CHUNK_TOKEN if chunk_open else ""), "images": images}
 
     def decode(self, slot: dict) -> Image.Image | None:
         data, path = slot["bytes"], slot["path"]
