@@ -320,16 +320,41 @@ def verdict(check: dict) -> str:
 
 
 def report(results: dict) -> str:
-    meta, images, generation = results["meta"], results["image_processing"], results["generation"]
-    parameters = meta["parameters"]
-    memory = "CUDA allocated" if meta["device"] == "cuda" else "anonymous RSS"
+    """Every section's tables, as Markdown: the run, image processing, generation, training, the GPU ceilings (on
+    CUDA) and the targets."""
     parts = [
+        *run_and_images_report(results),
+        *generation_report(results),
+        *training_report(results),
+        *(gpu_ceilings_report(results) if "gpu_ceilings" in results else []),
+        "\nTargets",
+        markdown_table(
+            ["check", "measured", "target", "result"],
+            [
+                [name, describe(name, check), check["target"], verdict(check)]
+                for name, check in results["checks"].items()
+            ],
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def run_and_images_report(results: dict) -> list[str]:
+    meta, images = results["meta"], results["image_processing"]
+    parameters = meta["parameters"]
+    return [
         f"preset {meta['preset']}: {parameters['total'] / 1e6:,.1f}M parameters ({meta['dtype']}), "
         f"{meta['device']} ({meta['device_name']}), "
         f"{meta['cpu_cores']} CPU cores, {meta['torch_threads']} torch thread(s), {meta['date']}",
         f"\nImage processing: {images['images']} mixed-size images -> {images['views']} views of 384x384 "
         f"(backends agree within {images['max_difference_uint8_levels']:.2f} uint8 levels), best of {meta['repeats']}",
         markdown_table(["backend", "images/s"], [[name, rate] for name, rate in images["images_per_s"].items()]),
+    ]
+
+
+def generation_report(results: dict) -> list[str]:
+    meta, generation = results["meta"], results["generation"]
+    return [
         f"\nGeneration: rows of one {generation['image_views_per_row']}-view image + chat prompt "
         f"({generation['prompt_tokens']} tokens), greedy, {generation['new_tokens']} new tokens, "
         f"compile backend {generation['compile_backend']}, best of {meta['repeats']}",
@@ -341,6 +366,12 @@ def report(results: dict) -> str:
                 for batch, timing in batches.items()
             ],
         ),
+    ]
+
+
+def training_report(results: dict) -> list[str]:
+    memory = "CUDA allocated" if results["meta"]["device"] == "cuda" else "anonymous RSS"
+    return [
         f"\nTraining: forward + backward on {results['training']['sft']['rows_per_step']} toy-world rows per step, "
         "LoRA on the language model, median step",
         markdown_table(
@@ -357,36 +388,27 @@ def report(results: dict) -> str:
             ],
         ),
     ]
-    if "gpu_ceilings" in results:
-        gpu = results["gpu_ceilings"]
-        parts += [
-            f"\nGPU ceilings ({meta['device_name']})",
-            markdown_table(
-                ["quantity", "value"],
-                [
-                    ["copy bandwidth GB/s", gpu["copy_bandwidth_bytes_per_s"] / 1e9],
-                    ["matmul TFLOP/s", gpu["matmul_flops_per_s"] / 1e12],
-                    ["decode weight GB", gpu["decode_weight_bytes"] / 1e9],
-                    ["batch-1 decode ceiling tokens/s", gpu["decode_ceiling_tokens_per_s"]],
-                    ["batch-1 decode tokens/s (static + compile)", gpu["decode_tokens_per_s"]],
-                    ["prefill GFLOP (batch 1, 5 views)", gpu["prefill_flops"] / 1e9],
-                    ["TTFT floor ms", gpu["ttft_floor_s"] * 1000],
-                    ["TTFT ms (sdpa)", gpu["ttft_s"] * 1000],
-                    ["batch-32 decode tokens/s (static + compile)", gpu["batch32_decode_tokens_per_s"]],
-                ],
-            ),
-        ]
-    parts += [
-        "\nTargets",
+
+
+def gpu_ceilings_report(results: dict) -> list[str]:
+    gpu = results["gpu_ceilings"]
+    return [
+        f"\nGPU ceilings ({results['meta']['device_name']})",
         markdown_table(
-            ["check", "measured", "target", "result"],
+            ["quantity", "value"],
             [
-                [name, describe(name, check), check["target"], verdict(check)]
-                for name, check in results["checks"].items()
+                ["copy bandwidth GB/s", gpu["copy_bandwidth_bytes_per_s"] / 1e9],
+                ["matmul TFLOP/s", gpu["matmul_flops_per_s"] / 1e12],
+                ["decode weight GB", gpu["decode_weight_bytes"] / 1e9],
+                ["batch-1 decode ceiling tokens/s", gpu["decode_ceiling_tokens_per_s"]],
+                ["batch-1 decode tokens/s (static + compile)", gpu["decode_tokens_per_s"]],
+                ["prefill GFLOP (batch 1, 5 views)", gpu["prefill_flops"] / 1e9],
+                ["TTFT floor ms", gpu["ttft_floor_s"] * 1000],
+                ["TTFT ms (sdpa)", gpu["ttft_s"] * 1000],
+                ["batch-32 decode tokens/s (static + compile)", gpu["batch32_decode_tokens_per_s"]],
             ],
         ),
     ]
-    return "\n".join(parts)
 
 
 def describe(name: str, check: dict) -> str:

@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo, HfApi, ModelCard
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers import AutoImageProcessor, AutoProcessor, GenerationConfig
+from transformers import AutoImageProcessor, AutoProcessor, GenerationConfig, PreTrainedModel
 from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, PROCESSOR_NAME, logging
 
 from xgenmm_processing import XGenMMProcessor, XGenMMTokenizer
@@ -90,12 +90,7 @@ def prepare_hub_folder(
     source = Path(source)
     weights_dir = Path(weights) if weights is not None else source
     config = load_source_config(source)
-    try:
-        weights = find_safetensors_weights(weights_dir)
-    except ModelFolderError as error:
-        raise PublishError(
-            f"{error} (save the model with save_pretrained, or pass the folder that holds them as weights / --weights)"
-        ) from None
+    weights = find_weights(weights_dir)
     dtype = check_weights_fit(config, source, weights)
     processor = load_processor(source, find_tokenizer(tokenizer, source, weights_dir))
     try:
@@ -110,6 +105,21 @@ def prepare_hub_folder(
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
     model.generation_config = generation_config
+    write_hub_folder(output_dir, model, processor, weights, card)
+    logger.info(f"Wrote the Hub folder of {repo_id} to {output_dir}")
+    return Path(output_dir)
+
+
+def write_hub_folder(
+    output_dir: str | os.PathLike,
+    model: PreTrainedModel,
+    processor: XGenMMProcessor,
+    weights: SafetensorsWeights,
+    card: ModelCard,
+) -> None:
+    """Writes the checked parts into `output_dir`, through a staging folder that becomes `output_dir` only when
+    complete: the model's config and code (`model` on the meta device), the processor, the weight files (linked or
+    copied byte for byte) and the model card."""
     weight_files = [*([weights.index_file] if weights.index_file else []), *weights.files]
     with new_output_folder(output_dir) as staging:
         save_model_files(model, staging)
@@ -117,8 +127,6 @@ def prepare_hub_folder(
         for weight_file in logging.tqdm(weight_files, desc="Copying weights", unit="file"):
             link_or_copy(weight_file, staging / weight_file.name)
         card.save(staging / "README.md")
-    logger.info(f"Wrote the Hub folder of {repo_id} to {output_dir}")
-    return Path(output_dir)
 
 
 def publish(
@@ -192,6 +200,15 @@ def load_source_config(source: Path) -> XGenMMConfig:
             f"{source} holds a {config_dict.get('model_type')!r} model, expected an {XGenMMConfig.model_type!r} one"
         )
     return XGenMMConfig.from_pretrained(source)
+
+
+def find_weights(weights_dir: Path) -> SafetensorsWeights:
+    try:
+        return find_safetensors_weights(weights_dir)
+    except ModelFolderError as error:
+        raise PublishError(
+            f"{error} (save the model with save_pretrained, or pass the folder that holds them as weights / --weights)"
+        ) from None
 
 
 def check_weights_fit(config: XGenMMConfig, source: Path, weights: SafetensorsWeights) -> torch.dtype:

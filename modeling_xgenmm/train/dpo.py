@@ -246,13 +246,10 @@ def build_dpo_trainer(
     if peft_config is None and ref_model is None:
         # TRL would reload the reference from `config._name_or_path`, which a model built in memory does not have.
         ref_model = copy.deepcopy(model).requires_grad_(False)
+    # Rows given as lists are normalized into the datasets above; a given `datasets.Dataset`, by the collator.
+    normalized = not any(isinstance(rows, Dataset) for rows in (train_rows, eval_rows))
     collator = XGenMMPreferenceCollator(
-        processor=processor,
-        max_length=args.max_length,
-        require_images=require_images,
-        # Rows given as a list were normalized into the datasets above; a given `datasets.Dataset` is normalized by
-        # the collator, batch by batch.
-        normalized_rows=not any(isinstance(rows, Dataset) for rows in (train_rows, eval_rows)),
+        processor, max_length=args.max_length, require_images=require_images, normalized_rows=normalized
     )
     return XGenMMDPOTrainer(
         model=model,

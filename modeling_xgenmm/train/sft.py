@@ -55,6 +55,37 @@ class XGenMMTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def check_stage_inputs(stage: str, train_rows: Sequence[dict] | IterableDataset, args: TrainingArguments) -> None:
+    """Raises for what `build_trainer` cannot train, naming what was expected: an unknown stage, arguments that would
+    strip the rows' keys, no rows, a stream without `max_steps`."""
+    if stage not in STAGES:
+        raise ValueError(f"stage is one of {sorted(STAGES)}, got {stage!r}")
+    if args.remove_unused_columns:
+        raise ValueError(
+            "remove_unused_columns=True would strip the rows' keys before the xGen-MM collator reads them; "
+            "set it to False (XGenMMTrainingArguments does)"
+        )
+    streamed = isinstance(train_rows, IterableDataset)
+    if not streamed and not len(train_rows):
+        raise ValueError(f"no training rows for the {stage!r} stage")
+    if streamed and args.max_steps <= 0:
+        raise ValueError(
+            "a streamed training set has no length: set max_steps (the number of optimizer steps to train for)"
+        )
+
+
+def stage_collator(processor, stage: str, args: TrainingArguments) -> XGenMMDataCollator:
+    """The stage's `XGenMMDataCollator`: the row formats of `stage`, and `max_length`, `on_bad_sample` and
+    `padding_free` from `XGenMMTrainingArguments` (the collator's defaults for plain `TrainingArguments`)."""
+    return XGenMMDataCollator(
+        processor,
+        max_length=getattr(args, "max_length", None),
+        on_bad_sample=getattr(args, "on_bad_sample", "raise"),
+        row_kinds=STAGES[stage],
+        padding_free=getattr(args, "padding_free", False),
+    )
+
+
 def build_trainer(
     model: PreTrainedModel,
     processor,
@@ -87,33 +118,15 @@ def build_trainer(
             construction (the toy world's) can skip it. A stream is checked row by row as it is collated.
         skip_counts: the `SkipCounts` of a streamed corpus, logged at each logging step.
     """
-    if stage not in STAGES:
-        raise ValueError(f"stage is one of {sorted(STAGES)}, got {stage!r}")
     args = args if args is not None else XGenMMTrainingArguments()
-    if args.remove_unused_columns:
-        raise ValueError(
-            "remove_unused_columns=True would strip the rows' keys before the xGen-MM collator reads them; "
-            "set it to False (XGenMMTrainingArguments does)"
-        )
-    if not isinstance(train_rows, IterableDataset) and not len(train_rows):
-        raise ValueError(f"no training rows for the {stage!r} stage")
+    check_stage_inputs(stage, train_rows, args)
     if freeze_vision:
         freeze_vision_tower(model)
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
-    collator = XGenMMDataCollator(
-        processor,
-        max_length=getattr(args, "max_length", None),
-        on_bad_sample=getattr(args, "on_bad_sample", "raise"),
-        row_kinds=STAGES[stage],
-        padding_free=getattr(args, "padding_free", False),
-    )
+    collator = stage_collator(processor, stage, args)
     if check_rows and not isinstance(train_rows, IterableDataset):
         train_rows = validate_rows(train_rows, collator)
-    if isinstance(train_rows, IterableDataset) and args.max_steps <= 0:
-        raise ValueError(
-            "a streamed training set has no length: set max_steps (the number of optimizer steps to train for)"
-        )
     return XGenMMTrainer(
         model=model,
         args=args,
