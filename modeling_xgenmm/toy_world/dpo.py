@@ -18,14 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..train.arguments import XGenMMDPOConfig, XGenMMModelConfig
+from ..train.arguments import XGenMMDPOConfig
 from ..train.dpo import build_dpo_trainer, preference_accuracy
-from ..train.loading import load_model_and_processor
-from ..train.lora import peft_config_from_args
-from ..train.resume import checkpoint_to_resume
-from ..train.saving import save_trained_model
 from .data import split_rows
 from .evaluation import hallucination_rates
+from .recipe import post_training_start, train_and_save
 from .settings import stage_arguments
 
 
@@ -84,22 +81,11 @@ def run_toy_world_dpo(
     `{"before": ..., "after": ...}`."""
     settings = settings or ToyWorldDPOSettings()
     output_dir = Path(output_dir)
-    model_args = XGenMMModelConfig(
-        model_name_or_path=str(sft_model), use_peft=settings.use_peft, freeze_vision=settings.freeze_vision
-    )
     args = dpo_arguments(output_dir, settings)
-    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=args.seed)
+    model, processor, policy = post_training_start(sft_model, settings, args.seed)
     before = evaluate(model, processor, settings)
-    trainer = build_dpo_trainer(
-        model,
-        processor,
-        split_rows("dpo_preferences", settings.steps * settings.batch_size, settings.seed),
-        args,
-        peft_config=peft_config_from_args(model_args, model),
-        freeze_vision=model_args.freeze_vision,
-    )
-    trainer.train(resume_from_checkpoint=checkpoint_to_resume(args))
-    model = save_trained_model(trainer, output_dir / "model")
+    rows = split_rows("dpo_preferences", settings.steps * settings.batch_size, settings.seed)
+    model = train_and_save(build_dpo_trainer(model, processor, rows, args, **policy), output_dir)
     return {"before": before, "after": evaluate(model, processor, settings)}
 
 

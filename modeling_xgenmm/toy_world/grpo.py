@@ -13,15 +13,11 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from ..train.arguments import XGenMMGRPOConfig, XGenMMModelConfig
+from ..train.arguments import XGenMMGRPOConfig
 from ..train.grpo import build_grpo_trainer
-from ..train.loading import load_model_and_processor
-from ..train.lora import peft_config_from_args
-from ..train.resume import checkpoint_to_resume
-from ..train.saving import save_trained_model
 from .data import split_rows
 from .evaluation import answer_accuracy, normalised_answer
-from .recipe import held_out_rows, kind_means
+from .recipe import held_out_rows, kind_means, post_training_start, train_and_save
 from .settings import ToyWorldSettings, stage_arguments
 
 
@@ -107,23 +103,12 @@ def run_toy_world_grpo(
     ...}` with the trainer's `log_history` (the training reward per logging step)."""
     settings = settings or ToyWorldGRPOSettings()
     output_dir = Path(output_dir)
-    model_args = XGenMMModelConfig(
-        model_name_or_path=str(sft_model), use_peft=settings.use_peft, freeze_vision=settings.freeze_vision
-    )
     args = grpo_arguments(output_dir, settings)
-    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=args.seed)
+    model, processor, policy = post_training_start(sft_model, settings, args.seed)
     before = held_out_accuracy(model, processor, settings)
-    trainer = build_grpo_trainer(
-        model,
-        processor,
-        prompt_rows(settings.steps * settings.batch_size // settings.num_generations, settings),
-        exact_match_reward,
-        args,
-        peft_config=peft_config_from_args(model_args, model),
-        freeze_vision=model_args.freeze_vision,
-    )
-    trainer.train(resume_from_checkpoint=checkpoint_to_resume(args))
-    model = save_trained_model(trainer, output_dir / "model")
+    prompts = prompt_rows(settings.steps * settings.batch_size // settings.num_generations, settings)
+    trainer = build_grpo_trainer(model, processor, prompts, exact_match_reward, args, **policy)
+    model = train_and_save(trainer, output_dir)
     after = held_out_accuracy(model, processor, settings)
     return {"before": before, "after": after, "log_history": trainer.state.log_history}
 

@@ -17,10 +17,14 @@ import time
 from pathlib import Path
 
 from torch.utils.data import ConcatDataset
+from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
-from ..train.arguments import XGenMMTrainingArguments
+from ..train.arguments import XGenMMModelConfig, XGenMMTrainingArguments
 from ..train.loading import load_model_and_processor
+from ..train.lora import peft_config_from_args
+from ..train.resume import checkpoint_to_resume
+from ..train.saving import save_trained_model
 from ..train.sft import train_stage
 from ..train.streaming import load_training_data
 from .data import PAIR_QUESTIONS, QUESTIONS, split_rows
@@ -142,3 +146,22 @@ def run_toy_world(
     accuracy.update(kind_means(accuracy))
     logger.info(f"toy world trained and evaluated in {time.perf_counter() - started:.0f} s")
     return accuracy
+
+
+def post_training_start(sft_model: str | os.PathLike, settings, seed: int) -> tuple[PreTrainedModel, object, dict]:
+    """Where the toy world's post-training stages (DPO, GRPO) start, as their scripts' flags set it: the saved SFT
+    model and its processor, and the policy keywords of the stage builders (`peft_config`, `freeze_vision`) from the
+    model arguments `settings.use_peft` and `settings.freeze_vision` (`XGenMMModelConfig`)."""
+    model_args = XGenMMModelConfig(
+        model_name_or_path=str(sft_model), use_peft=settings.use_peft, freeze_vision=settings.freeze_vision
+    )
+    model, processor = load_model_and_processor(model_args.model_name_or_path, seed=seed)
+    policy = {"peft_config": peft_config_from_args(model_args, model), "freeze_vision": model_args.freeze_vision}
+    return model, processor, policy
+
+
+def train_and_save(trainer: Trainer, output_dir: Path) -> PreTrainedModel:
+    """Trains as every stage does (resuming from the last complete checkpoint in the trainer's `output_dir`, if any)
+    and saves the model (adapters merged) with its processor to `output_dir/model`."""
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(trainer.args))
+    return save_trained_model(trainer, output_dir / "model")
