@@ -365,6 +365,9 @@ class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
     - Each sequence is the whole conversation, prompt then completion, through the processor's chat template (as
       `XGenMMDataCollator` encodes SFT conversations), and the completion is where the template's generation mask
       starts after the prompt's own turns, to the end of the sequence: its tokens are those of the prompt's context.
+      (Below transformers 5.18, whose masks do not follow the image tokens the processor expands, the masks come from
+      the conversation tokenized with its images unexpanded, aligned at the sequence's end:
+      `generation_masks_below_5_18`.)
       TRL's vision collator tokenizes completions alone, and a sentencepiece tokenizer (Phi-3's) then starts them with
       a word-start "▁" token that the model never produces after `<|assistant|>\\n`: DPO would move tokens that
       generation does not use.
@@ -398,22 +401,23 @@ class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
             ]
         for row in rows:
             check_image_files(row["images"])
-        if any(row["images"] for row in rows):
-            require_assistant_masks_with_images()
-        conversations = [
-            fill_image_blocks(row["prompt"], row["images"]) + row[completion]
-            for completion in ("chosen", "rejected")
-            for row in rows
-        ]
+        # The chosen sequences, then the rejected ones: each row's prompt and completion as one conversation.
+        conversations = [row["prompt"] + row[completion] for completion in ("chosen", "rejected") for row in rows]
         batch = self.processor.apply_chat_template(
-            conversations,
+            [
+                fill_image_blocks(messages, rows[index % len(rows)]["images"])
+                for index, messages in enumerate(conversations)
+            ],
             tokenize=True,
             return_dict=True,
             return_assistant_tokens_mask=True,
             return_tensors=self.return_tensors,
             processor_kwargs={"padding": True, "padding_side": "right"},
         )
-        batch["completion_mask"] = self.completion_mask(batch, rows, names)
+        generation_masks = batch.pop("assistant_masks")
+        if not ASSISTANT_MASKS_WITH_IMAGES and any(row["images"] for row in rows):
+            generation_masks = self.generation_masks_below_5_18(conversations, batch)
+        batch["completion_mask"] = self.completion_mask(batch, generation_masks, rows, names)
         if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
             logger.warning_once(
                 f"Truncating completions to fit max_length={self.max_length}; prompts and images are kept whole."
@@ -422,11 +426,25 @@ class XGenMMPreferenceCollator(DataCollatorForVisionPreference):
                 batch[key] = batch[key][:, : self.max_length]
         return batch
 
-    def completion_mask(self, batch: dict, rows: list[dict], names: list[str]) -> torch.Tensor:
+    def generation_masks_below_5_18(self, conversations: list[list[dict]], batch: dict) -> torch.Tensor:
+        """The chat template's generation masks where transformers < 5.18 leaves them before the image tokens the
+        processor expands: those of the conversations tokenized without expanding their images (each image one
+        marker), moved to the end of each sequence. Only prompts hold images, so everything after the last one, the
+        completion included, is the same tokens in both. (From 5.18 on, the processor's own masks are these.)"""
+        text_only = self.processor.tokenizer.apply_chat_template(
+            conversations, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        masks = torch.zeros_like(batch["input_ids"])
+        for index, (mask, length) in enumerate(zip(text_only["assistant_masks"], batch["attention_mask"].sum(dim=1))):
+            masks[index, length - len(mask) : length] = torch.tensor(mask)
+        return masks
+
+    def completion_mask(
+        self, batch: dict, generation_masks: torch.Tensor, rows: list[dict], names: list[str]
+    ) -> torch.Tensor:
         """1 from a sequence's completion to its end: the completion starts at the generation mask's first run after
-        those of the prompt's own assistant turns (`batch["assistant_masks"]`, taken out of the batch). Raises naming
-        the row when no completion token is left, or none would be after truncation to `max_length`."""
-        generation_masks = batch.pop("assistant_masks")
+        those of the prompt's own assistant turns. Raises naming the row when no completion token is left, or none
+        would be after truncation to `max_length`."""
         completion_mask = torch.zeros_like(batch["input_ids"])
         for index, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
             row = index % len(rows)
