@@ -13,13 +13,12 @@ saved with its adapters merged, with its processor, to `<output_dir>/model`.
 Every `DPOConfig` flag works (`--beta`, `--max_length`, `--per_device_train_batch_size`, ...).
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
 from modeling_xgenmm.train import (
-    PreferenceDataArguments,
+    VLFeedbackArguments,
     XGenMMDPOConfig,
     XGenMMModelConfig,
     build_dpo_trainer,
@@ -30,13 +29,6 @@ from modeling_xgenmm.train import (
     refuse_quantization,
     save_trained_model,
 )
-
-
-@dataclass
-class VLFeedbackArguments(PreferenceDataArguments):
-    min_chosen_score: float = field(
-        default=3.0, metadata={"help": "Drop rows whose best response averages below this rating (1-5)."}
-    )
 
 
 def main(argv: list[str] | None = None):

@@ -217,12 +217,22 @@ class PreferenceDataArguments(DataArguments):
     images_dir: str | None = field(default=None, metadata={"help": "Image folder; default: the data file's folder."})
 
 
+@dataclass
+class VLFeedbackArguments(PreferenceDataArguments):
+    """VLFeedback's preference data and the rating its chosen responses need (`preference_data.load_vlfeedback`)."""
+
+    min_chosen_score: float = field(
+        default=3.0, metadata={"help": "Drop rows whose best response averages below this rating (1-5)."}
+    )
+
+
 __all__ = [
     "DataArguments",
     "PolicyFields",
     "PreferenceDataArguments",
     "StageArguments",
     "TruncationPolicy",
+    "VLFeedbackArguments",
     "XGenMMDPOConfig",
     "XGenMMGRPOConfig",
     "XGenMMModelConfig",
