@@ -163,7 +163,9 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
     )
     toy_world.add_argument("--output-dir", default="runs/toy-world", help="where to save the model and processor")
     toy_world.add_argument("--config", default=str(DEFAULT_TOY_CONFIG), help="the toy-world model config folder")
-    toy_world.add_argument("--quick", action="store_true", help="a shortened run (a few minutes) that learns far less")
+    toy_world.add_argument(
+        "--quick", action="store_true", help="a shortened run (about a minute) that learns far less"
+    )
     toy_world.add_argument(
         "--pretrain-steps", type=positive_int, help=f"pretraining steps (default {defaults.pretrain_steps})"
     )
