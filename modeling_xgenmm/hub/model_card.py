@@ -55,7 +55,8 @@ def model_card(config: XGenMMConfig, repo_id: str, variant: str | None = None) -
         license_link=facts.license_link,
         library_name="transformers",
         pipeline_tag="image-text-to-text",
-        tags=["xgen-mm", "blip-3", "multimodal", "vision-language", "custom_code"]
+        # `vllm`: the engine that serves the folder (its Transformers modeling backend; the card's Serving section)
+        tags=["xgen-mm", "blip-3", "multimodal", "vision-language", "custom_code", "vllm"]
         + (["conversational"] if instruct else []),
         base_model=facts.base_model,
         datasets=list(facts.datasets) or None,
