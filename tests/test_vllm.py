@@ -30,6 +30,7 @@ from modeling_xgenmm import XGenMMConfig, XGenMMForConditionalGeneration
 from modeling_xgenmm.checkpoint.contents import build_processor
 from modeling_xgenmm.hub.model_card import IMAGE_URLS, model_card
 from paths import REPO_ROOT, TINY_RANDOM
+from test_readme import readme_snippet
 
 
 pytestmark = pytest.mark.slow
@@ -212,13 +213,14 @@ def data_uri(path: str) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def chat_request(url: str, content: list[dict]) -> httpx.Response:
+def chat_request(url: str, content: list[dict], **overrides) -> httpx.Response:
     body = {
         "model": httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"],
         "messages": [{"role": "user", "content": content}],
         "temperature": 0.0,
         "max_tokens": MAX_TOKENS,
         "return_token_ids": True,
+        **overrides,
     }
     return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
 
@@ -328,3 +330,13 @@ def test_the_cards_offline_snippet_for_a_base_model_gets_the_packages_caption(
     expected_ids = reference_ids(folders["base"], [{"prompt": prompt, "images": image_files[:3]}], max_tokens=32)[0]
     processor = AutoProcessor.from_pretrained(folders["base"])
     assert processor.tokenizer.decode(expected_ids, skip_special_tokens=True) in completed.stdout.splitlines()
+
+
+def test_the_readmes_openai_client_snippet_gets_the_servers_answer(server, folders, image_files, tmp_path):
+    snippet = readme_snippet("openai client").replace("http://localhost:8000/v1", f"{server.url}/v1")
+    snippet = snippet.replace("./xgen-mm-instruct", str(folders["instruct"])).replace("cat.png", image_files[1])
+    completed = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    content = [image_block(data_uri(image_files[1])), {"type": "text", "text": "Describe the image."}]
+    choice = chat_request(server.url, content, max_tokens=128).json()["choices"][0]
+    assert completed.stdout == choice["message"]["content"] + "\n"
