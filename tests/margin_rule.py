@@ -1,0 +1,92 @@
+"""The margin rule, by which a variant of a model (bf16 weights, quantized weights, compiled decoding) must give the
+reference's greedy ids wherever the reference's choice is clear of the variant's error.
+
+At generation step i of a row, the variant can only pick another token than the reference when the reference's
+top-1/top-2 logit margin is at most twice the largest difference between the two models' logits at that position,
+`delta_i` (either logit of the pair can move by `delta_i`). The steps before a row's first step with
+`margin_i <= 2 * delta_i` must give identical ids; from that step on the row is not compared (its prefix may differ).
+
+`delta_i` needs both models' logits after the same prefix: teacher-forced on the reference's sequence
+(`step_logits`), or each model's own logits from `generate` (`greedy_with_logits`), whose prefixes are the same up to
+the rows' first different id. The verdict depends on those steps only, so both give the same one."""
+
+import torch
+
+from modeling_xgenmm.compat_xgenmm import CACHE_ARG, get_cache
+
+
+def generation_kwargs(kwargs: dict) -> dict:
+    """A recorded case's generation kwargs for a plain greedy run (no repetition penalty)."""
+    return {key: value for key, value in kwargs.items() if key not in ("repetition_penalty", "do_sample")}
+
+
+def in_model_dtype(model, images: dict) -> dict:
+    return {key: value.to(model.dtype) if key == "pixel_values" else value for key, value in images.items()}
+
+
+def greedy(model, inputs: dict, images: dict, kwargs: dict) -> torch.Tensor:
+    """The new ids of a greedy `generate` on a recorded case's inputs."""
+    output = model.generate(**inputs, **in_model_dtype(model, images), **generation_kwargs(kwargs), do_sample=False)
+    return output[:, inputs["input_ids"].shape[1] :]
+
+
+def greedy_with_logits(model, inputs: dict, images: dict, kwargs: dict, **generate_kwargs) -> tuple:
+    """The new ids of a greedy `generate` and the logits `(batch, steps, vocab)` it chose them from (the decoding
+    path `generate_kwargs` select: a static cache, compilation)."""
+    output = model.generate(
+        **inputs,
+        **in_model_dtype(model, images),
+        **{**generation_kwargs(kwargs), **generate_kwargs},
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    return output.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(output.logits, 1).float()
+
+
+def step_logits(model, inputs: dict, images: dict, new_ids: torch.Tensor) -> torch.Tensor:
+    """Logits `(batch, steps, vocab)` that choose each of `new_ids`, teacher-forced as `generate` runs: the prompt with
+    its images, then `new_ids` read from the cache (a generated id is text, whatever its value), positions counted over
+    the attention mask (left padding)."""
+    images = in_model_dtype(model, images)
+    mask = torch.cat([inputs["attention_mask"], torch.ones_like(new_ids)], 1)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    prompt = inputs["input_ids"].shape[1]
+    with torch.no_grad():
+        first = model(**inputs, **images, position_ids=positions[:, :prompt], use_cache=True)
+        rest = model(
+            input_ids=new_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, prompt:-1],
+            **{CACHE_ARG: get_cache(first)},
+        )  # fmt: skip
+    return torch.cat([first.logits[:, -1:], rest.logits], 1).float()
+
+
+def compared_steps(
+    reference_ids: torch.Tensor,
+    reference_logits: torch.Tensor,
+    variant_ids: torch.Tensor,
+    variant_logits: torch.Tensor,
+    eos_token_id: int | list[int],
+) -> list[int]:
+    """Asserts the rule on every row; returns the number of steps compared in each (those before its first step whose
+    margin is not clear of the variant's error). A row is judged up to its end-of-sequence id (padding after it)."""
+    top2 = reference_logits.topk(2, dim=-1).values
+    margin = top2[..., 0] - top2[..., 1]
+    steps = min(reference_logits.shape[1], variant_logits.shape[1])
+    delta = (variant_logits[:, :steps] - reference_logits[:, :steps]).abs().amax(-1)
+    eos = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    compared = []
+    for row in range(reference_ids.shape[0]):
+        ended = torch.isin(reference_ids[row], eos).nonzero()
+        length = min(int(ended[0]) + 1 if len(ended) else reference_ids.shape[1], steps)
+        # the reference's logits are those its ids were chosen from
+        assert reference_logits[row, :length].argmax(-1).tolist() == reference_ids[row, :length].tolist()
+        unclear = (margin[row, :length] <= 2 * delta[row, :length]).nonzero()
+        clear_steps = int(unclear[0]) if len(unclear) else length
+        assert variant_ids[row, :clear_steps].tolist() == reference_ids[row, :clear_steps].tolist(), (
+            row,
+            margin[row, :length],
+            delta[row, :length],
+        )
+        compared.append(clear_steps)
+    return compared
