@@ -1,11 +1,13 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
-"""xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes, and lets
-`from_pretrained` read the original Salesforce checkpoints."""
+"""xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes, lets
+`from_pretrained` read the original Salesforce checkpoints, and, where torchao is installed, gives its int8 weights
+PyTorch's CPU kernel (`inference.quantization.register_cpu_int8_kernel`)."""
 
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
 from .checkpoint.key_map import register_original_checkpoint_conversion
 from .configuration_xgenmm import XGenMMConfig, XGenMMPerceiverConfig
+from .inference.quantization import register_cpu_int8_kernel
 from .modeling_xgenmm import (
     XGenMMForConditionalGeneration,
     XGenMMModel,
@@ -17,6 +19,7 @@ from .registration import register_auto_classes
 
 register_auto_classes()
 register_original_checkpoint_conversion()
+register_cpu_int8_kernel()
 
 __all__ = [
     "XGenMMConfig",

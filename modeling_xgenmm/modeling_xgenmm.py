@@ -10,13 +10,14 @@ This file is copied verbatim into every Hub folder, so it imports only torch, `t
 configuration file.
 """
 
+import copy
 from collections.abc import Callable
 from functools import lru_cache
 from math import isqrt
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, CompileConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.image_processing_utils import select_best_resolution
@@ -87,6 +88,21 @@ def unpad_mask(image_size: tuple[int, int], map_height: int, map_width: int) -> 
             mask[:, :padding] = 0
             mask[:, map_width - padding :] = 0
     return mask
+
+
+def compile_everywhere(generation_config, kwargs: dict) -> None:
+    """Sets `kwargs["compile_config"]` to the generation's compile config marked to compile on every device, when
+    `generate(**kwargs)` decodes with a static cache and compiles (its `disable_compile` unset), unless the compile
+    config says where it compiles already (`_compile_all_devices`, transformers' switch for CPUs)."""
+    static = kwargs.get("cache_implementation", generation_config.cache_implementation) == "static"
+    if not static or kwargs.get("disable_compile", generation_config.disable_compile):
+        return
+    compile_config = kwargs.get("compile_config", generation_config.compile_config)
+    if compile_config is not None and compile_config._compile_all_devices is not None:
+        return
+    compile_config = copy.copy(compile_config) if compile_config is not None else CompileConfig()
+    compile_config._compile_all_devices = True
+    kwargs["compile_config"] = compile_config
 
 
 def eager_attention_forward(
@@ -236,7 +252,17 @@ class XGenMMPreTrainedModel(PreTrainedModel):
                 "AutoModelForCausalLM": f"{module}.XGenMMForConditionalGeneration",
                 "AutoModelForImageTextToText": f"{module}.XGenMMForConditionalGeneration",
             }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        except ValueError as error:
+            # torchao's safetensors writer knows some of its weight types only, and names the one it met
+            if getattr(self, "hf_quantizer", None) is None or "Unsupported tensor type" not in str(error):
+                raise
+            raise ValueError(
+                f"this quantized model cannot be saved: {error}; torchao writes no safetensors for that weight type "
+                "(its CPU int4 layout, Int4OpaqueTensor, among them). Save the model unquantized and pass the "
+                "quantization_config when loading it."
+            ) from error
 
 
 class XGenMMPerceiverResampler(XGenMMPreTrainedModel):
@@ -561,12 +587,14 @@ class XGenMMModel(XGenMMPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
         elif (
             input_ids is not None
+            and not torch.compiler.is_compiling()
             and (cache is None or cache.get_seq_length() == 0)
             and bool((input_ids == self.config.image_token_id).any())
         ):
             # As in-library VLMs, image tokens without images are read as text: assisted decoding and prompt lookup
             # hand the prompt's tokens to a second forward without its images on purpose. A caller who forgot the
-            # images is told once.
+            # images is told once. Not checked in compiled decoding steps (a prompt is not one), where reading the
+            # cache's length would make every step a new graph.
             logger.warning_once(
                 "input_ids hold image tokens but no pixel_values were given: the tokens are read as text. Pass "
                 "the processor's pixel_values and image_sizes to give the model the images."
@@ -632,8 +660,14 @@ class XGenMMForConditionalGeneration(XGenMMPreTrainedModel, GenerationMixin):
         A prompt whose image tokens after the cache come without images is refused: the forward reads such tokens as
         text (for the assistant of assisted decoding, which gets them without images on purpose), so a prompt whose
         `pixel_values` were forgotten would otherwise give a plausible answer about no image. With `inputs_embeds`,
-        the caller built the embeddings (images included) and nothing is checked."""
+        the caller built the embeddings (images included) and nothing is checked.
+
+        A static cache (`cache_implementation="static"`) compiles the decoding forward on every device, with the
+        generation config's `compile_config` (`CompileConfig()` by default; `disable_compile=True` decodes
+        uncompiled): transformers compiles on accelerators only unless a compile config says `_compile_all_devices`,
+        and on a CPU compiled decoding is faster too (README, "Quantized and compiled inference")."""
         config = generation_config if generation_config is not None else self.generation_config
+        compile_everywhere(config, kwargs)
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
         # A text-only call may name its images None (pipelines do); transformers would hand None to the image encoder.
         for key in ("pixel_values", "image_sizes"):
