@@ -1,7 +1,9 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """xGen-MM (BLIP-3) for transformers. Importing this package registers every class with the Auto classes, lets
 `from_pretrained` read the original Salesforce checkpoints, and, where torchao is installed, gives its int8 weights
-PyTorch's CPU kernel (`inference.quantization.register_cpu_int8_kernel`)."""
+PyTorch's CPU kernel (`inference.quantization.register_cpu_int8_kernel`); it drops two messages of dependencies about
+each other that read as errors in every training run (`registration.drop_dependency_notices`: in place before anything
+imports peft)."""
 
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
@@ -14,9 +16,10 @@ from .modeling_xgenmm import (
     XGenMMPerceiverResampler,
     XGenMMPreTrainedModel,
 )
-from .registration import register_auto_classes
+from .registration import drop_dependency_notices, register_auto_classes
 
 
+drop_dependency_notices()
 register_auto_classes()
 register_original_checkpoint_conversion()
 register_cpu_int8_kernel()

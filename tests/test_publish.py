@@ -123,9 +123,11 @@ def test_dry_run_writes_a_self_contained_folder_that_reproduces_logits_without_t
         for target in auto_map_targets(auto_map):
             module, class_name = target.split(".")
             assert class_name in defined_classes(files[f"{module}.py"].decode()), target
-    assert json.loads(files["generation_config.json"])["eos_token_id"] == processor.tokenizer.convert_tokens_to_ids(
-        "<|end|>"
-    )
+    tokenizer = processor.tokenizer
+    assert json.loads(files["generation_config.json"])["eos_token_id"] == [
+        tokenizer.convert_tokens_to_ids("<|end|>"),
+        tokenizer.eos_token_id,
+    ]
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.pipeline_tag == "image-text-to-text" and card.data.library_name == "transformers"
     assert f'pipeline("image-text-to-text", model="{REPO_ID}", trust_remote_code=True)' in card.text

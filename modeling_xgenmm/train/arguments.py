@@ -16,6 +16,7 @@ The training policy of the xGen-MM (BLIP-3) report, decided once for every stage
 """
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -47,7 +48,9 @@ class PolicyFields:
       the 4B released models need on common GPUs. `gradient_checkpointing` is its deprecated alias.
     - `use_cpu`: forced on where torch sees no accelerator, so that a multi-process launch (`accelerate launch
       --multi_gpu --num_processes N`, `torchrun`) trains data-parallel on CPUs with gloo instead of starting N
-      independent runs.
+      independent runs; DeepSpeed is told so too (`DS_ACCELERATOR=cpu` unless set), since accelerate imports it
+      wherever it is installed and its own search for an accelerator warns that it found none.
+    - `logging_steps`: 10, TRL's default, so that a short run logs its loss curve too (`TrainingArguments`: 500).
     - `start_over`: runs resume from the last complete checkpoint in `output_dir` (`train.resume`); `True` starts at
       step 0 instead, after moving the earlier `checkpoint-*` folders into `output_dir/previous-run-<timestamp>/`.
     """
@@ -57,6 +60,9 @@ class PolicyFields:
         default=True, metadata={"help": "Activation checkpointing (non-reentrant)."}
     )
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
+    logging_steps: float = field(
+        default=10, metadata={"help": "Log every N steps (or, below 1, every such fraction of the run)."}
+    )
     start_over: bool = field(
         default=False,
         metadata={
@@ -70,6 +76,7 @@ class PolicyFields:
             self.bf16 = bf16_available() and not self.fp16
         if not torch.accelerator.is_available():
             self.use_cpu = True
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         if not TRAINER_READS_ACTIVATION_CHECKPOINTING and self.gradient_checkpointing is None:
             # the Trainer of transformers < 5.23 only reads the older name
             self.gradient_checkpointing = self.activation_checkpointing
@@ -192,7 +199,11 @@ class DataArguments:
         default=1000, metadata={"help": "Records shuffled together in a stream (0: file order); seeded by --seed."}
     )
     allow_image_urls: bool = field(
-        default=False, metadata={"help": "Fetch images that a streamed corpus names by URL (off: skipped, counted)."}
+        default=False,
+        metadata={
+            "help": "Download images that the data names by URL (off: a streamed record or row naming one is skipped "
+            "and counted, rows read into memory are refused)."
+        },
     )
 
 

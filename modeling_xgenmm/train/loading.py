@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
-from transformers.utils import logging
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig, GenerationConfig
+from transformers.utils import GENERATION_CONFIG_NAME, logging
 
 from ..checkpoint.folders import has_weight_files
 from .qlora import load_quantized_model
@@ -25,7 +25,8 @@ def load_model_and_processor(
     """The model and processor of a Hub id or folder, in fp32 (the master weights of mixed-precision training).
 
     A local folder with a `config.json` but no weights (e.g. `hub_configs/tiny-random`) gives a model initialised
-    at random with `seed`, identical on every process.
+    at random with `seed`, identical on every process, that generates as the folder's `generation_config.json` says
+    (where it has one: the ids that end a turn, as a trained model's folder holds them).
 
     With `quantization_config` (`quantization_config_from_args`), the model is quantized by bitsandbytes and frozen
     for QLoRA (`load_quantized_model`); a folder without weights is initialised at random first, saved to a
@@ -42,6 +43,8 @@ def load_model_and_processor(
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code).float()
+        if (path / GENERATION_CONFIG_NAME).is_file():
+            model.generation_config = GenerationConfig.from_pretrained(path)
         if quantization_config is None:
             return model, processor
         with tempfile.TemporaryDirectory() as folder:
