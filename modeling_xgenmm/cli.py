@@ -43,13 +43,17 @@ def add_convert_command(subcommands: argparse._SubParsersAction) -> None:
     convert.add_argument("original", metavar="ORIGINAL", help="local folder or Hub repo id of the original checkpoint")
     convert.add_argument("output", metavar="OUT", help="output folder (must not exist or be empty)")
     convert.add_argument(
-        "--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="dtype of the written weights"
+        "--dtype",
+        choices=["bfloat16", "float32"],
+        default="bfloat16",
+        help="dtype of the written weights (default: %(default)s)",
     )
     convert.add_argument(
         "--max-shard-size",
         type=shard_size,
         default="5GB",
-        help="largest weight file, e.g. 5GB or 500MB; peak memory is about one",
+        help="largest weight file, e.g. 5GB or 500MB (default: %(default)s); the conversion's peak memory is about "
+        "one such file",
     )
     convert.set_defaults(handler=run_convert)
 
@@ -161,8 +165,14 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
             "it takes."
         ),
     )
-    toy_world.add_argument("--output-dir", default="runs/toy-world", help="where to save the model and processor")
-    toy_world.add_argument("--config", default=str(DEFAULT_TOY_CONFIG), help="the toy-world model config folder")
+    toy_world.add_argument(
+        "--output-dir",
+        default="runs/toy-world",
+        help="where to save the model and processor, in OUTPUT_DIR/model (default: %(default)s)",
+    )
+    toy_world.add_argument(
+        "--config", default=str(DEFAULT_TOY_CONFIG), help="the toy-world model config folder (default: %(default)s)"
+    )
     toy_world.add_argument(
         "--quick", action="store_true", help="a shortened run (about a minute) that learns far less"
     )
@@ -175,7 +185,9 @@ def add_toy_world_command(subcommands: argparse._SubParsersAction) -> None:
         type=fraction,
         help=f"share of two-image questions among the fine-tuning rows (default {defaults.pair_fraction})",
     )
-    toy_world.add_argument("--seed", type=int, default=defaults.seed, help="seed of the weights and the data")
+    toy_world.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of the weights and the data (default: %(default)s)"
+    )
     toy_world.set_defaults(handler=run_toy_world_command)
 
 
@@ -204,18 +216,26 @@ def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
             "publish` publishes."
         ),
     )
-    evaluate.add_argument("model", help="a model folder (or Hub id)")
+    evaluate.add_argument("model", metavar="MODEL", help="a model folder (or Hub id)")
     evaluate.add_argument("--tasks", required=True, help="comma-separated lmms-eval task names")
-    evaluate.add_argument("--output-path", default="runs/eval", help="where lmms-eval writes its results")
-    evaluate.add_argument("--batch-size", type=positive_int, default=1, help="prompts per generate call")
+    evaluate.add_argument(
+        "--output-path", default="runs/eval", help="where lmms-eval writes its results (default: %(default)s)"
+    )
+    evaluate.add_argument(
+        "--batch-size", type=positive_int, default=1, help="prompts per generate call (default: %(default)s)"
+    )
     evaluate.add_argument(
         "--num-shots",
         type=int,
         default=0,
-        help=f"in-context examples (base models: {', '.join(map(str, REPORT_SHOTS))})",
+        help=f"in-context examples, base models only: {', '.join(map(str, REPORT_SHOTS))} (default: %(default)s)",
     )
     evaluate.add_argument("--limit", type=positive_int, help="only the first N documents of each task (testing)")
-    evaluate.add_argument("--model-args", default="", help="more model_args for lmms-eval, e.g. dtype=bfloat16")
+    evaluate.add_argument(
+        "--model-args",
+        default="",
+        help="more model_args for lmms-eval, e.g. dtype=bfloat16 (the model and --num-shots are given above)",
+    )
     evaluate.add_argument("--force-simple", action="store_true", help="lmms-eval's plain mode (likelihood tasks)")
     evaluate.add_argument("--log-samples", action="store_true", help="also write every prompt's output")
     evaluate.add_argument("--no-card", action="store_true", help="leave the model card as it is")

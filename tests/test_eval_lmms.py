@@ -4,6 +4,7 @@ model's few-shot prompt is the report's format, and results land in the model ca
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from modeling_xgenmm.cli import main as xgenmm
 from modeling_xgenmm.eval.fewshot import Shot, draw_shots, few_shot_prompt
 from modeling_xgenmm.eval.lmms import XGenMM
 from modeling_xgenmm.eval.tasks import interleaved
-from modeling_xgenmm.hub.card_results import lmms_eval_results, write_card_results
+from modeling_xgenmm.hub.card_results import add_card_results, lmms_eval_results
+from modeling_xgenmm.hub.model_card import folder_card
 from modeling_xgenmm.toy_world.evaluation import greedy_answers
 from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, held_out_rows, run_toy_world
 from modeling_xgenmm.toy_world.settings import DEFAULT_CONFIG
@@ -86,20 +88,41 @@ def test_lmms_eval_cli_runs_the_toy_world_task_with_the_packages_answers(toy_wor
     assert (result.metric_type, result.metric_value, result.source_name) == ("exact_match", value, "lmms-eval")
 
 
+def test_eval_then_publish_dry_run_publishes_the_results(toy_world_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(os, "environ", single_thread_env())
+    folder = shutil.copytree(toy_world_folder, tmp_path / "model", ignore=shutil.ignore_patterns("README.md"))
+    eval_args = ["--tasks", "xgenmm_toy_world", "--limit", "2", "--output-path", str(tmp_path / "eval")]
+    assert xgenmm(["eval", str(folder), *eval_args]) == 0
+    (results_file,) = (tmp_path / "eval").rglob("*_results.json")
+    value = json.loads(results_file.read_text())["results"]["xgenmm_toy_world"]["exact_match,none"]
+    # A folder without a card gets the package's card (its architecture, its usage), not huggingface_hub's template.
+    card = ModelCard.load(folder / "README.md")
+    assert "Model Card for" not in card.text and "| vision tower | `timm_wrapper` backbone" in card.text
+
+    assert xgenmm(["publish", str(folder), "me/toy", "--dry-run", "--output-dir", str(tmp_path / "hub")]) == 0
+    published = ModelCard.load(tmp_path / "hub" / "README.md")
+    results = [(r.task_name, r.metric_type, r.metric_value) for r in published.data.eval_results]
+    assert results == [("xgenmm_toy_world", "exact_match", value)]
+    assert "# toy" in published.text  # the card of the repo published to, with the folder's results
+
+
 def test_eval_results_round_trip_into_a_card_and_replace_older_ones(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
     results = {
         "results": {"pope": {"alias": "pope", "pope_f1_score,none": 0.861, "pope_f1_score_stderr,none": "N/A"}},
         "configs": {"pope": {"dataset_path": "lmms-lab/POPE", "test_split": "test"}},
         "n-shot": {"pope": 0},
     }
-    write_card_results(tmp_path, lmms_eval_results(results))
+    add_card_results(folder_card(tmp_path), lmms_eval_results(results), "tiny").save(tmp_path / "README.md")
     results["results"]["pope"]["pope_f1_score,none"] = 0.872
-    write_card_results(tmp_path, lmms_eval_results(results))
+    add_card_results(folder_card(tmp_path), lmms_eval_results(results), "tiny").save(tmp_path / "README.md")
     card = ModelCard.load(tmp_path / "README.md")
     (result,) = card.data.eval_results
     assert (result.task_name, result.dataset_type, result.dataset_split) == ("pope", "lmms-lab/POPE", "test")
     assert (result.metric_type, result.metric_value) == ("pope_f1_score", 0.872)
     assert "model-index" in (tmp_path / "README.md").read_text()
+    # A folder without a card got the package's card for its config, not huggingface_hub's generic template.
+    assert card.data.pipeline_tag == "image-text-to-text" and "Model Card for" not in card.text
 
 
 def test_released_cards_carry_the_reports_numbers_with_their_source():

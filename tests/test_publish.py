@@ -13,7 +13,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import EvalResult, ModelCard
 from transformers import AutoProcessor, GenerationConfig
 
 from fake_hub import FakeHub
@@ -21,6 +21,8 @@ from hub_helpers import chat, sample_images, tiny_instruct_model, tiny_processor
 from isolation import run_isolated
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from modeling_xgenmm.cli import main
+from modeling_xgenmm.hub.card_results import add_card_results
+from modeling_xgenmm.hub.model_card import folder_card
 from modeling_xgenmm.hub.publish import PublishError, prepare_hub_folder, publish
 from paths import HUB_CONFIGS, TINY_RANDOM
 
@@ -341,3 +343,39 @@ def test_publish_help_describes_arguments(capsys):
     assert exit_info.value.code == 0
     usage = capsys.readouterr().out
     assert "FOLDER REPO_ID" in usage and "--dry-run" in usage and "xgen-mm-phi3-mini-base-r-v1.5" in usage
+
+
+def test_results_in_the_folders_card_are_published_with_it(saved, tmp_path):
+    folder = shutil.copytree(saved[2], tmp_path / "evaluated")
+    measured = EvalResult(
+        task_type="image-text-to-text", task_name="pope", dataset_type="pope", dataset_name="pope",
+        metric_type="pope_f1_score", metric_value=0.861,
+    )  # fmt: skip
+    add_card_results(folder_card(folder), [measured], "evaluated").save(folder / "README.md")
+    published = prepare_hub_folder(folder, tmp_path / "hub", "me/evaluated")
+    card = ModelCard.load(published / "README.md")
+    assert [(result.task_name, result.metric_value) for result in card.data.eval_results] == [("pope", 0.861)]
+    assert card.data.model_name == "evaluated"
+    assert 'pipeline("image-text-to-text", model="me/evaluated", trust_remote_code=True)' in card.text
+
+
+def test_written_folders_are_readable_by_other_users(saved, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        folder = prepare_hub_folder(saved[2], tmp_path / "hub", "me/tiny")
+    finally:
+        os.umask(umask)
+    # What any folder made by the user gets (mkdtemp's 0700 kept other users and services out).
+    assert folder.stat().st_mode & 0o777 == 0o755
+
+
+def test_command_help_shows_defaults_in_full_sentences(capsys):
+    helps = {}
+    for command in ("convert", "toy-world", "eval"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    assert "e.g. 5GB or 500MB (default: 5GB); the conversion's peak memory is about one such file" in helps["convert"]
+    assert "(default: bfloat16)" in helps["convert"]
+    assert "OUTPUT_DIR/model (default: runs/toy-world)" in helps["toy-world"]
+    assert "where lmms-eval writes its results (default: runs/eval)" in helps["eval"]

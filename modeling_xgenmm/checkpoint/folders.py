@@ -5,7 +5,7 @@ publisher's output) so that a failure leaves nothing behind."""
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,7 +113,10 @@ def new_output_folder(output_dir: str | os.PathLike) -> Iterator[Path]:
     """
     output_dir = check_output_folder(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    # mkdir, not tempfile.mkdtemp: the folder becomes the output, which gets the permissions of any folder the user
+    # makes (the umask's), not mkdtemp's 0700 that other users and services could not read.
+    staging = output_dir.parent / f".{output_dir.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         yield staging
         # rename(2) replaces an empty folder, so an existing empty `output_dir` is fine.

@@ -15,8 +15,9 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 HUB_ATTEMPTS = 3
-# What is worth another try: the network or the server failing, not the Hub refusing (404, 401, ...).
-TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# What is worth another try: the network or the server failing, not the Hub refusing (404, 401, ...), and not a
+# server that took the request and stayed silent for the whole timeout (asking it again would only wait as long).
+TRANSIENT = (httpx.ConnectTimeout, httpx.NetworkError, httpx.RemoteProtocolError)
 
 T = TypeVar("T")
 
@@ -27,8 +28,8 @@ class HubRequestError(OSError):
 
 def hub_timeout() -> httpx.Timeout:
     """Seconds to wait for the Hub, from `huggingface_hub`'s own settings: `HF_HUB_ETAG_TIMEOUT` to connect (10 by
-    default), three times `HF_HUB_DOWNLOAD_TIMEOUT` for each read or write of a request (30; not a whole upload)."""
-    return httpx.Timeout(3.0 * constants.HF_HUB_DOWNLOAD_TIMEOUT, connect=float(constants.HF_HUB_ETAG_TIMEOUT))
+    default), `HF_HUB_DOWNLOAD_TIMEOUT` for each read or write of a request (10; not a whole download or upload)."""
+    return httpx.Timeout(float(constants.HF_HUB_DOWNLOAD_TIMEOUT), connect=float(constants.HF_HUB_ETAG_TIMEOUT))
 
 
 def _bound_request_timeout(request: "httpx.Request") -> None:
@@ -71,14 +72,15 @@ def hub_failure_cause(error: BaseException) -> str:
 
 def call_hub(what: str, request: Callable[[], T], attempts: int = HUB_ATTEMPTS) -> T:
     """`request()` with the session bounded (`bound_hub_session`), tried again after 1, 2, ... s when the network or
-    the server fails, at most `attempts` times; raises `HubRequestError` saying `what` failed and why."""
+    the server fails (`TRANSIENT`, HTTP 5xx), at most `attempts` times; raises `HubRequestError` saying `what` failed
+    and why. A server that never answers holds it for one read timeout (`hub_timeout`), not one per attempt."""
     bound_hub_session()
     for attempt in range(1, attempts + 1):
         try:
             return request()
         except Exception as error:  # noqa: BLE001 (classified below, re-raised as one clear error)
             # huggingface_hub wraps network failures (e.g. in LocalEntryNotFoundError): judge by the root cause.
-            root = error.__cause__ if isinstance(error.__cause__, TRANSIENT) else error
+            root = error.__cause__ if isinstance(error.__cause__, (httpx.TimeoutException, *TRANSIENT)) else error
             status = getattr(getattr(error, "response", None), "status_code", None)
             transient = isinstance(root, TRANSIENT) or (isinstance(status, int) and status >= 500)
             if not transient or attempt == attempts:

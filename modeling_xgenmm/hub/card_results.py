@@ -1,12 +1,12 @@
 # Copyright 2026 The xgen-mm authors. Licensed under the Apache License, Version 2.0.
 """Evaluation results in model cards, as the Hub reads them (`model-index` in the card's metadata, through
 `huggingface_hub.EvalResult`): the report's published numbers of the released variants, and lmms-eval results of a
-model folder (`xgenmm eval`), merged into its README.md so that `xgenmm publish` publishes them."""
+model folder (`xgenmm eval`), merged into its README.md, which `xgenmm publish` carries into the card it publishes."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard
 
 from .variants import REPORT_SHOTS
 
@@ -103,21 +103,22 @@ def lmms_eval_results(results: dict, num_shots: int | None = None, source_name: 
     return out
 
 
-def write_card_results(folder: str | Path, results: list[EvalResult]) -> ModelCard:
-    """Merges `results` into the model-index of `folder/README.md` (a result of the same task, dataset, metric and
-    shots is replaced) and saves it; a folder without a card gets a minimal one."""
-    path = Path(folder) / "README.md"
-    if path.is_file():
-        card = ModelCard.load(path)
-    else:
-        card = ModelCard.from_template(ModelCardData(), model_id=Path(folder).name)
+def add_card_results(card: ModelCard, results: list[EvalResult], model_name: str) -> ModelCard:
+    """`card` with `results` merged into its model-index (a result of the same task, dataset, metric and shots
+    replaces the older one); `model_name` names the model in the model-index when the card names none."""
     kept = list(card.data.eval_results or [])
     for result in results:
         kept = [old for old in kept if _key(old) != _key(result)] + [result]
-    card.data.eval_results = kept
-    card.data.model_name = card.data.model_name or Path(folder).resolve().name
-    card.save(path)
+    card.data.eval_results = kept or None
+    if kept:
+        card.data.model_name = card.data.model_name or model_name
     return card
+
+
+def card_results(path: str | Path) -> list[EvalResult]:
+    """The eval results in the model-index of the card at `path` (none when there is no card)."""
+    path = Path(path)
+    return list(ModelCard.load(path).data.eval_results or []) if path.is_file() else []
 
 
 def _key(result: EvalResult) -> tuple:
@@ -127,7 +128,8 @@ def _key(result: EvalResult) -> tuple:
 __all__ = [
     "REPORT_BENCHMARKS",
     "Benchmark",
+    "add_card_results",
+    "card_results",
     "lmms_eval_results",
     "report_results",
-    "write_card_results",
 ]

@@ -212,9 +212,18 @@ def describe_language_model(config: XGenMMConfig) -> str:
     )
 
 
+def folder_card(folder: str | Path) -> ModelCard:
+    """The model card of a model folder: its README.md when it has one, else the card of a model with its config,
+    named after the folder (`model_card`)."""
+    folder = Path(folder)
+    if (folder / "README.md").is_file():
+        return ModelCard.load(folder / "README.md")
+    return model_card(XGenMMConfig.from_pretrained(folder), repo_id=folder.resolve().name)
+
+
 def hub_config_card(folder: Path) -> ModelCard:
     """The card of a `hub_configs/<variant>` folder; its snippets load the repo id `<variant>`."""
     return model_card(XGenMMConfig.from_pretrained(folder), repo_id=folder.name, variant=folder.name)
 
 
-__all__ = ["hub_config_card", "model_card"]
+__all__ = ["folder_card", "hub_config_card", "model_card"]

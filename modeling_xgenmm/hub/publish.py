@@ -41,6 +41,7 @@ from ..checkpoint.key_map import is_original_config
 from ..checkpoint.network import HubRequestError, call_hub
 from ..configuration_xgenmm import XGenMMConfig
 from ..modeling_xgenmm import XGenMMForConditionalGeneration
+from .card_results import add_card_results, card_results
 from .model_card import model_card
 from .variants import VARIANTS
 
@@ -78,7 +79,9 @@ def prepare_hub_folder(
         tokenizer: folder or Hub repo id of the tokenizer (this package's format or the original Phi-3 one); defaults
             to the first of `source` and `weights` that holds tokenizer files.
         variant: which released variant (a `hub_configs` folder name) the model card describes; defaults to the
-            name of `source` when it is one, otherwise the card describes an unnamed xGen-MM model.
+            name of `source` when it is one, otherwise the card describes an unnamed xGen-MM model. The evaluation
+            results in the model-index of `source`'s README.md (`xgenmm eval` writes them there) are carried into
+            the card.
 
     Returns the output folder.
     """
@@ -100,7 +103,10 @@ def prepare_hub_folder(
     except ValueError as error:
         raise PublishError(str(error)) from None
     variant = variant if variant is not None else (source.name if source.name in VARIANTS else None)
-    card = model_card(config, repo_id, variant=variant)
+    # Results that `xgenmm eval` wrote into the source folder's card travel with the model.
+    card = add_card_results(
+        model_card(config, repo_id, variant=variant), card_results(source / "README.md"), repo_id.split("/")[-1]
+    )
 
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration._from_config(config, dtype=dtype)
