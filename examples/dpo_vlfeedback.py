@@ -22,12 +22,12 @@ from modeling_xgenmm.train import (
     XGenMMDPOConfig,
     XGenMMModelConfig,
     build_dpo_trainer,
-    checkpoint_to_resume,
     load_model_and_processor,
     load_vlfeedback,
     peft_config_from_args,
     refuse_quantization,
     save_trained_model,
+    train_resuming,
 )
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None):
         peft_config=peft_config_from_args(model_args, model),
         freeze_vision=model_args.freeze_vision,
     )
-    trainer.train(resume_from_checkpoint=checkpoint_to_resume(dpo_config))
+    train_resuming(trainer)  # from output_dir's last checkpoint, if any; a finished run trains nothing
     save_trained_model(trainer, Path(dpo_config.output_dir) / "model")
     return trainer
 

@@ -19,11 +19,11 @@ from modeling_xgenmm.train import (
     XGenMMModelConfig,
     XGenMMSFTConfig,
     build_trl_sft_trainer,
-    checkpoint_to_resume,
     load_model_and_processor,
     load_rows,
     peft_config_from_args,
     quantization_config_from_args,
+    train_resuming,
 )
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None):
         peft_config=peft_config_from_args(model_args, model),
         freeze_vision=model_args.freeze_vision,
     )
-    trainer.train(resume_from_checkpoint=checkpoint_to_resume(sft_config))
+    train_resuming(trainer)  # from output_dir's last checkpoint, if any; a finished run trains nothing
     trainer.save_model()
     return trainer
 

@@ -11,10 +11,16 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
 
-from modeling_xgenmm.train import XGenMMDPOConfig, XGenMMSFTConfig, XGenMMTrainingArguments, checkpoint_to_resume
+from modeling_xgenmm.train import (
+    XGenMMDPOConfig,
+    XGenMMSFTConfig,
+    XGenMMTrainingArguments,
+    checkpoint_to_resume,
+)
 from modeling_xgenmm.train.resume import missing_checkpoint_files
 from paths import REPO_ROOT, TINY_RANDOM
 from training_helpers import run_example, sft_rows, weights_sha256, write_images, write_jsonl
@@ -119,6 +125,32 @@ def test_rerunning_a_finished_run_resumes_and_keeps_its_checkpoints(data, finish
     assert {
         step: (output_dir / f"checkpoint-{step}" / "trainer_state.json").stat().st_mtime_ns for step in written
     } == (written)
+
+
+def test_rerunning_a_finished_streamed_stage_trains_nothing_and_keeps_everything(data, tmp_path, caplog):
+    # A stream has no epochs: resumed at its last step, the Trainer used to train one step more, and its rotation then
+    # deleted the finished run's checkpoints (with a constant schedule the extra step also changed the final model).
+    folder = tmp_path / "out"
+    argv = sft_argv(data, folder, "--streaming", "true", "--max_steps", "3", "--save_steps", "1",
+                    "--save_total_limit", "2", "--lr_scheduler_type", "constant")  # fmt: skip
+    run_example("train", argv)
+    final = load_file(folder / "model.safetensors")
+
+    def checkpoint_files() -> dict:
+        return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.glob("checkpoint-*/*")}
+
+    written = checkpoint_files()
+    assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+
+    with caplog.at_level(logging.WARNING, logger="modeling_xgenmm.train.resume"):
+        again = run_example("train", argv)
+    assert f"{folder / 'checkpoint-3'} already finished this stage (step 3 of 3): nothing to train" in caplog.text
+    assert again.state.global_step == 3
+    assert checkpoint_files() == written  # nothing saved, nothing rotated away
+    # The final model, saved again by the script, is the finished one.
+    again_final = load_file(folder / "model.safetensors")
+    assert final.keys() == again_final.keys()
+    assert all(torch.equal(final[name], again_final[name]) for name in final)
 
 
 def test_start_over_moves_the_earlier_checkpoints_aside_and_starts_at_step_0(data, finished_run, tmp_path, caplog):

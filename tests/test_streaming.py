@@ -1,16 +1,25 @@
-"""Streamed training data: the web-corpus readers on files written here (broken and missing images counted by
-reason), seeded shuffling, the real `Trainer` on a stream with resume that neither repeats nor skips a row, and the
-skip counts in the training logs."""
+"""Streamed training data: the web-corpus readers on files written here (broken and missing images, records that do
+not parse, shards that do not open or break off: dropped, counted by reason and named), seeded shuffling, the real
+`Trainer` on a stream with resume that neither repeats nor skips a row, runs over bad records that train to
+`max_steps`, and the skip counts in the training logs."""
 
 import json
 
 import numpy as np
 import pytest
 
-from corpus_helpers import image_bytes, pixels, write_obelics_jsonl, write_obelics_parquet, write_tar_shard
-from modeling_xgenmm.train import SkipCounts, build_trainer, pretraining_stream, row_stream
+from corpus_helpers import (
+    bad_web_corpus,
+    image_bytes,
+    pixels,
+    write_obelics_jsonl,
+    write_obelics_parquet,
+    write_tar_shard,
+)
+from modeling_xgenmm.train import SkipCounts, build_trainer, pretraining_stream, row_stream, train_stage
 from modeling_xgenmm.train.loading import load_model_and_processor
 from modeling_xgenmm.train.streaming import load_training_data
+from network_helpers import SilentServer
 from paths import REPO_ROOT, TINY_RANDOM
 from training_helpers import StopAt, launch_two_processes, run_example, tiny_args, write_images, write_jsonl
 
@@ -90,13 +99,105 @@ def test_documents_by_path_and_url_resolve_against_their_folder_and_urls_need_op
 
 
 def test_pretraining_stream_refuses_files_it_cannot_read(tmp_path):
-    with pytest.raises(ValueError, match=r"read \.parquet, \.jsonl and \.tar files, got .*notes\.txt"):
+    with pytest.raises(ValueError, match=r"read \.parquet, \.jsonl, \.json and \.tar files, got .*notes\.txt"):
         pretraining_stream([tmp_path / "notes.txt"])
     with pytest.raises(ValueError, match="no data files"):
         pretraining_stream([])
     write_obelics_jsonl(tmp_path / "rows.jsonl", [{"text": "<image>x", "images": ["a.png"]}])
     with pytest.raises(ValueError, match=r"parallel 'texts' and 'images' lists .*rows\.jsonl has the columns"):
         pretraining_stream([tmp_path / "rows.jsonl"])
+
+
+def test_every_bad_record_and_shard_is_dropped_counted_and_named(tmp_path, caplog):
+    files, texts, dropped = bad_web_corpus(tmp_path)
+    counts = SkipCounts()
+    rows = list(pretraining_stream(files, shuffle_buffer=0, counts=counts))
+
+    assert sorted(row["text"] for row in rows) == sorted(texts)
+    assert dict(counts) == dropped
+    warned = "\n".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+    for bad in (
+        "caps-bad-records.tar, key 'b0'",
+        "caps-bad-records.tar, key 'b1'",
+        "caps-cut.tar",
+        "not-a-tar.tar",
+        "docs-cut.parquet",
+        "docs-empty.parquet",
+        "docs.jsonl, line 2",
+        "docs.jsonl, line 3",
+    ):
+        assert f"{tmp_path}/{bad}" in warned, bad  # fmt: skip
+
+
+def test_a_streamed_run_over_bad_records_trains_to_max_steps_and_reports_the_drops(tmp_path):
+    files, texts, dropped = bad_web_corpus(tmp_path)
+    steps = len(texts) // 2 + 1  # past the end of the stream: every file has been read once
+    trainer = run_example(
+        "train",
+        ["--stage", "pretrain", "--model_name_or_path", str(TINY_RANDOM), "--data", *map(str, files),
+         "--output_dir", str(tmp_path / "out"), "--max_steps", str(steps), "--per_device_train_batch_size", "2",
+         "--shuffle_buffer", "0", "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true"],
+    )  # fmt: skip
+    assert trainer.state.global_step == steps
+    last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+    assert {reason: last[f"skipped_{reason}"] for reason in dropped} == dropped
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def bad_sft_rows(folder, url: str) -> list:
+    """JSONL files of conversations with one bad line or row of each kind among good ones: (files, ids of the good
+    rows)."""
+    images = write_images(folder)
+    good = numbered_sft_rows(images, 4)
+    no_answer = {"id": "no-answer", "messages": [{"role": "user", "content": "<image>Hi?"}], "images": [images[0]]}
+    caption = {"id": "a-caption", "image": images[0], "caption": "Not a conversation."}
+    by_url = {**good[0], "id": "by-url", "images": [f"{url}/far.png"]}
+    (folder / "b.jsonl").write_text("{oops\n[1, 2]\n" + json.dumps(no_answer) + "\n")
+    files = [write_jsonl(folder / "a.jsonl", [good[0], caption, good[1], by_url]), folder / "b.jsonl"]
+    files.append(write_jsonl(folder / "c.jsonl", good[2:]))
+    return files, {row["id"] for row in good}
+
+
+def test_a_streamed_sft_run_drops_bad_rows_and_never_fetches_a_url(tmp_path):
+    server = SilentServer()
+    files, good = bad_sft_rows(tmp_path, server.url)
+    counts = SkipCounts()
+    stream = row_stream(files, shuffle_buffer=0, counts=counts)
+    model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
+    # Two steps of two rows: the four good rows, one pass over the files.
+    args = tiny_args(tmp_path / "out", max_steps=2, per_device_train_batch_size=2, activation_checkpointing=False)
+    trainer, _ = train_stage(model, processor, stream, "sft", args, skip_counts=counts)
+    server.close()
+
+    assert trainer.state.global_step == 2  # with --on_bad_sample raise, the default
+    assert server.connections == 0
+    # The first pass over the files: the two lines that are no rows, the row naming a URL, the caption pair and the
+    # conversation without an answer (the rows the SFT stage cannot train on).
+    assert {reason: counts[reason] for reason in ("bad_record", "url_image", "bad_row")} == {
+        "bad_record": 2, "url_image": 1, "bad_row": 2
+    }  # fmt: skip
+    assert {row["id"] for row in row_stream(files, shuffle_buffer=0)} == good | {"a-caption", "no-answer"}
+
+
+def test_a_stream_whose_every_row_is_dropped_stops_with_an_error(tmp_path):
+    images = write_images(tmp_path)
+    no_answer = {"messages": [{"role": "user", "content": "<image>Hi?"}], "images": [images[0]]}
+    stream = row_stream(write_jsonl(tmp_path / "a.jsonl", [no_answer] * 3))
+    model, processor = load_model_and_processor(TINY_RANDOM, seed=0)
+    with pytest.raises(ValueError, match=r"the stream gave no rows to train on after step 0 of max_steps=2 \(records "
+                       r"dropped: 3 bad_row"):  # fmt: skip
+        train_stage(model, processor, stream, "sft", tiny_args(tmp_path / "out"))
+
+
+def test_a_negative_shuffle_buffer_is_refused(tmp_path):
+    rows = write_jsonl(tmp_path / "a.jsonl", numbered_sft_rows(write_images(tmp_path), 2))
+    expected = r"shuffle_buffer is a number of records shuffled together, 0 \(file order\) or more; got -1"
+    with pytest.raises(ValueError, match=expected):
+        row_stream([rows], shuffle_buffer=-1)
+    with pytest.raises(ValueError, match=expected):
+        pretraining_stream(caption_shards(tmp_path, shards=1, per_shard=2), shuffle_buffer=-1)
+    with pytest.raises(ValueError, match=expected):
+        load_training_data([rows], shuffle_buffer=-1)
 
 
 def caption_shards(folder, shards: int = 2, per_shard: int = 10) -> list:

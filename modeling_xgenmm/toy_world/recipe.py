@@ -23,7 +23,7 @@ from transformers.utils import logging
 from ..train.arguments import XGenMMModelConfig, XGenMMTrainingArguments
 from ..train.loading import load_model_and_processor
 from ..train.lora import peft_config_from_args
-from ..train.resume import checkpoint_to_resume
+from ..train.resume import train_resuming
 from ..train.saving import save_trained_model
 from ..train.sft import train_stage
 from ..train.streaming import load_training_data
@@ -161,7 +161,7 @@ def post_training_start(sft_model: str | os.PathLike, settings, seed: int) -> tu
 
 
 def train_and_save(trainer: Trainer, output_dir: Path) -> PreTrainedModel:
-    """Trains as every stage does (resuming from the last complete checkpoint in the trainer's `output_dir`, if any)
-    and saves the model (adapters merged) with its processor to `output_dir/model`."""
-    trainer.train(resume_from_checkpoint=checkpoint_to_resume(trainer.args))
+    """Trains as every stage does (`train_resuming`: from the last complete checkpoint in the trainer's `output_dir`,
+    if any) and saves the model (adapters merged) with its processor to `output_dir/model`."""
+    train_resuming(trainer)
     return save_trained_model(trainer, output_dir / "model")

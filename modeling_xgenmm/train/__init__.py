@@ -22,7 +22,7 @@ from .loading import load_model_and_processor
 from .lora import LORA_DEFAULTS, lora_config, lora_target_modules, peft_config_from_args
 from .preference_data import load_vlfeedback, load_vlguard
 from .qlora import quantization_config_from_args, refuse_quantization
-from .resume import checkpoint_to_resume
+from .resume import checkpoint_to_resume, train_resuming
 from .rows import STAGES, load_rows
 from .saving import merge_qlora_adapter, save_trained_model
 from .sft import XGenMMTrainer, build_trainer, build_trl_sft_trainer, train_stage
@@ -68,5 +68,6 @@ __all__ = [
     "refuse_quantization",
     "row_stream",
     "save_trained_model",
+    "train_resuming",
     "train_stage",
 ]

@@ -95,9 +95,18 @@ class PreferenceRows(list):
         super().__init__(rows)
         self.dropped = Counter() if dropped is None else dropped
 
-    def log_summary(self, name: str) -> None:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common()) or "none"
-        logger.info(f"{name}: {len(self)} preference rows; records dropped: {reasons}")
+    def summarize(self, name: str, expected: str) -> None:
+        """Logs how many rows were made and, as a warning, the records dropped by reason; raises `ValueError` when
+        every record was dropped (a run would train on nothing), with the reasons and `expected`, what a record
+        needs."""
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common())
+        if self.dropped and not self:
+            raise ValueError(
+                f"{name}: none of the {self.dropped.total()} records gave a preference row ({reasons}); {expected}"
+            )
+        logger.info(f"{name}: {len(self)} preference rows")
+        if self.dropped:
+            logger.warning(f"{name}: records dropped: {reasons}")
 
 
 def _vlfeedback_preference(row: dict, images_dir, min_chosen_score: float) -> dict | str:
@@ -154,7 +163,8 @@ def vlfeedback_preference_rows(
     rows: Iterable[dict], images_dir: str | os.PathLike | None = None, min_chosen_score: float = 3.0
 ) -> PreferenceRows:
     """Preference rows of VLFeedback rows (`vlfeedback_preference_row`); rows without a preference are dropped and
-    counted by reason (`PreferenceRows.dropped`, and at INFO)."""
+    counted by reason (`PreferenceRows.dropped`, and logged as a warning). Raises `ValueError` when every row is
+    dropped (e.g. annotations whose aspect names are spelled otherwise: none is rated)."""
     preference_rows = PreferenceRows()
     for row in rows:
         converted = _vlfeedback_preference(row, images_dir, min_chosen_score)
@@ -162,7 +172,12 @@ def vlfeedback_preference_rows(
             preference_rows.dropped[f"records {converted}"] += 1
         else:
             preference_rows.append(converted)
-    preference_rows.log_summary("VLFeedback")
+    expected = (
+        "a record needs two responses rated in their annotations' "
+        f"{', '.join(repr(aspect) for aspect in VLFEEDBACK_ASPECTS)} (key names as written here) with a 'Rating', "
+        f"the best averaging at least min_chosen_score={min_chosen_score:g} and above the worst"
+    )
+    preference_rows.summarize("VLFeedback", expected)
     return preference_rows
 
 
@@ -205,7 +220,8 @@ def vlguard_preference_rows(
     """Preference rows of VLGuard rows, by the rule of the module docstring. `compliant_response(instruction, row)`
     gives the rejected (complying) response to an unsafe instruction; returning `None` falls back to the rule's
     default. Ids are `<id>/safe`, `<id>/unsafe`. Raises `ValueError` naming the row when it is malformed; pairs
-    that cannot be made are counted by reason (`PreferenceRows.dropped`, and at INFO)."""
+    that cannot be made are counted by reason (`PreferenceRows.dropped`, and logged as a warning); none made from any
+    row raises `ValueError`."""
     folder = Path(images_dir) if images_dir is not None else None
     preference_rows = PreferenceRows()
     for row in rows:
@@ -237,7 +253,11 @@ def vlguard_preference_rows(
                 preference_rows.dropped["unsafe instructions whose refusal and compliance are empty or the same"] += 1
             else:
                 preference_rows.append(preference_row(f"{row_id}/unsafe", image, unsafe[0], unsafe[1], rejected))
-    preference_rows.log_summary("VLGuard")
+    preference_rows.summarize(
+        "VLGuard",
+        "a safe instruction needs an answer and the image's refusal to differ; an unsafe one a compliant response "
+        "to reject (compliant_response, or the image's safe answer)",
+    )
     if preference_rows.dropped["unsafe instructions without a compliant response to reject"]:
         logger.warning(
             f"VLGuard: {preference_rows.dropped['unsafe instructions without a compliant response to reject']} unsafe "

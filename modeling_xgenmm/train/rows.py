@@ -19,6 +19,7 @@ An optional `"id"` names the row in error messages.
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,16 @@ def row_kind(row: Any) -> str:
     )
 
 
+# Where a streamed row was read, as the `webdataset` convention names a sample's origin: its file and its place in it.
+SOURCE_KEYS = ("__url__", "__key__")
+
+
 def describe_row(row: Any) -> str:
-    """A short name for a row in messages: its `id`, else the start of its text."""
+    """A short name for a row in messages: its `id`, else the start of its text; a streamed row adds where it was read
+    (its file and line, `SOURCE_KEYS`)."""
+    if isinstance(row, dict) and row.get("__url__") is not None:
+        plain = {key: value for key, value in row.items() if key not in SOURCE_KEYS}
+        return f"{describe_row(plain)}, {row['__url__']} {row.get('__key__') or ''}".rstrip()
     if isinstance(row, dict) and row.get("id") is not None:
         return f"id {row['id']!r}"
     if not isinstance(row, dict):
@@ -70,6 +79,22 @@ def describe_row(row: Any) -> str:
         if content:
             return f"first turn {_preview(content)!r}"
     return f"keys {sorted(row)}"
+
+
+def _is_url(image: Any) -> bool:
+    return isinstance(image, str) and image.startswith(("http://", "https://"))
+
+
+def image_urls(row: dict) -> list[str]:
+    """The images a row names by URL (in `images` / `image` or as image blocks' `url`, `path` or `image`), which
+    loading would download."""
+    urls = [image for image in _row_images(row) if _is_url(image)]
+    for turn in row.get("messages") or [] if isinstance(row.get("messages"), list) else []:
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "image":
+                urls += [block[key] for key in IMAGE_PAYLOAD_KEYS if _is_url(block.get(key))]
+    return urls
 
 
 def _preview(text: str, width: int = 60) -> str:
@@ -236,20 +261,42 @@ def read_json_records(path: str | os.PathLike, name: str = "dataset"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{name} file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     if path.suffix != ".jsonl":
         try:
-            return json.loads(text)
+            return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error}); JSONL files need the .jsonl extension") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error})") from None
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
+    for _, record in json_lines(path):
+        if isinstance(record, JSONLineError):
+            raise record
+        records.append(record)
     return records
+
+
+class JSONLineError(ValueError):
+    """A line of a JSONL file that is not a JSON value (or not UTF-8 text); the message names the file and line,
+    `problem` says what is wrong with the line."""
+
+    def __init__(self, path, number: int, problem: str):
+        super().__init__(f"{path}, line {number}: {problem}")
+        self.problem = problem
+
+
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of every non-blank line of a JSONL file, read line by line; a line that is not JSON
+    gives a `JSONLineError` in place of its record, so that a reader can stop there (`read_json_records`) or drop the
+    line and go on (a stream)."""
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield number, json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                yield number, JSONLineError(path, number, f"not valid JSON ({error})")
 
 
 def _load_rows_file(path: Path) -> list[dict]:
@@ -259,10 +306,13 @@ def _load_rows_file(path: Path) -> list[dict]:
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: row {number} is a {type(row).__name__}, expected an object")
-    return [_resolve_paths(row, path.parent) for row in rows]
+    return [resolve_image_paths(row, path.parent) for row in rows]
 
 
-def _resolve_paths(row: dict, folder: Path) -> dict:
+def resolve_image_paths(row: dict, folder: Path) -> dict:
+    """The row with its relative image paths (in `images`, `image`, and image blocks' `path`) resolved against
+    `folder`, the folder of the file it was read from."""
+
     def resolve(image):
         if isinstance(image, str) and not image.startswith(("http://", "https://", "data:")):
             candidate = folder / image

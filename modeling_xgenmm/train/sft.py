@@ -11,6 +11,7 @@ Stages (they differ in the rows they accept):
 
 from collections.abc import Sequence
 
+import datasets
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 from peft import LoraConfig, get_peft_model
@@ -20,10 +21,10 @@ from trl import SFTConfig, SFTTrainer
 
 from ..checkpoint.contents import IMAGE_TOKEN
 from .arguments import XGenMMSFTConfig, XGenMMTrainingArguments
-from .collators import XGenMMDataCollator
+from .collators import BAD_SAMPLE_ERRORS, XGenMMDataCollator
 from .freezing import freeze_vision_tower
-from .resume import checkpoint_to_resume
-from .rows import STAGES, conversation_messages, row_kind
+from .resume import train_resuming
+from .rows import STAGES, conversation_messages, describe_row, row_kind
 from .streaming import SkipCounts
 from .validation import validate_rows
 
@@ -46,6 +47,13 @@ class XGenMMTrainer(Trainer):
     def __init__(self, *args, skip_counts: SkipCounts | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.skip_counts = skip_counts
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # No cache while training, as TRL's SFTTrainer passes it: the language model would take its default from its
+        # own config, which the Trainer's `args.use_cache` (set on the outer config) does not reach, and warn that
+        # caching is off under activation checkpointing.
+        inputs = {**inputs, "use_cache": False}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training step's log
@@ -72,6 +80,23 @@ def check_stage_inputs(stage: str, train_rows: Sequence[dict] | IterableDataset,
         raise ValueError(
             "a streamed training set has no length: set max_steps (the number of optimizer steps to train for)"
         )
+
+
+class StreamRowCheck:
+    """A stream's filter: keeps the rows the collator can train on (`XGenMMDataCollator.check`, no pixel decoded) and
+    drops the others, counted as `bad_row` and logged naming the row and where it was read. A stream cannot be checked
+    before the run, and a bad row that raised mid-run would stop the resumed run at the same row again."""
+
+    def __init__(self, collator: XGenMMDataCollator, counts: SkipCounts):
+        self.collator, self.counts = collator, counts
+
+    def __call__(self, row: dict) -> bool:
+        try:
+            self.collator.check(row)
+        except BAD_SAMPLE_ERRORS as error:
+            self.counts.skip("bad_row", describe_row(row), str(error))
+            return False
+        return True
 
 
 def stage_collator(processor, stage: str, args: TrainingArguments) -> XGenMMDataCollator:
@@ -115,8 +140,10 @@ def build_trainer(
         peft_config: LoRA adapters to train instead of the weights (`lora_config(model)`), or `None`.
         freeze_vision: freeze the vision tower (the released recipe); with LoRA only adapters train anyway.
         check_rows: check every in-memory row before training (`validate_rows`); rows made by code that are right by
-            construction (the toy world's) can skip it. A stream is checked row by row as it is collated.
-        skip_counts: the `SkipCounts` of a streamed corpus, logged at each logging step.
+            construction (the toy world's) can skip it. A `datasets` stream is checked row by row as it is read
+            (`StreamRowCheck`): a bad row is dropped and counted in `skip_counts` whatever `on_bad_sample` says.
+        skip_counts: the `SkipCounts` of a streamed corpus, logged at each logging step (a new one for a stream
+            without).
     """
     args = args if args is not None else XGenMMTrainingArguments()
     check_stage_inputs(stage, train_rows, args)
@@ -125,7 +152,11 @@ def build_trainer(
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
     collator = stage_collator(processor, stage, args)
-    if check_rows and not isinstance(train_rows, IterableDataset):
+    if isinstance(train_rows, datasets.IterableDataset):
+        skip_counts = skip_counts if skip_counts is not None else SkipCounts()
+        if check_rows:
+            train_rows = train_rows.filter(StreamRowCheck(collator, skip_counts))
+    elif check_rows and not isinstance(train_rows, IterableDataset):
         train_rows = validate_rows(train_rows, collator)
     return XGenMMTrainer(
         model=model,
@@ -151,11 +182,11 @@ def train_stage(
 ) -> tuple[Trainer, dict]:
     """Builds the stage's trainer (`build_trainer`, same arguments), trains, and returns the trainer and the training
     metrics (with `skipped_rows`, this process's count of bad rows skipped). Without `resume_from_checkpoint` it
-    resumes as `checkpoint_to_resume(args)` says (by default from the last complete checkpoint in `output_dir`)."""
+    resumes as `checkpoint_to_resume(args)` says (by default from the last complete checkpoint in `output_dir`); a
+    stage that its last checkpoint finished is not trained again, and a stream that gives no row to train on is an
+    error (`train_resuming`)."""
     trainer = build_trainer(model, processor, train_rows, stage, args, **trainer_kwargs)
-    if resume_from_checkpoint is None:
-        resume_from_checkpoint = checkpoint_to_resume(trainer.args)
-    metrics = dict(trainer.train(resume_from_checkpoint=resume_from_checkpoint).metrics)
+    metrics = dict(train_resuming(trainer, resume_from_checkpoint).metrics)
     metrics["skipped_rows"] = trainer.data_collator.num_skipped
     metrics["empty_batches"] = trainer.data_collator.num_empty_batches
     return trainer, metrics
@@ -208,6 +239,7 @@ def build_trl_sft_trainer(
 
 
 __all__ = [
+    "StreamRowCheck",
     "XGenMMTrainer",
     "build_trainer",
     "build_trl_sft_trainer",

@@ -16,7 +16,8 @@ logger = logging.get_logger(__name__)
 def validate_rows(rows: Sequence[dict], collator: XGenMMDataCollator) -> Sequence[dict]:
     """Checks every row with `collator.check` (no pixel is decoded). With `on_bad_sample="raise"` (the default) a bad
     row raises `BadSampleError` naming the first bad rows and their number; with `"skip"` the good rows are returned
-    (a list) and the bad ones are counted by reason in the log. Rows without bad ones are returned as they are."""
+    (a list) and the bad ones are counted by reason in the log, unless every row is bad (`BadSampleError`: nothing to
+    train on). Rows without bad ones are returned as they are."""
     bad = []
     for index in logging.tqdm(range(len(rows)), desc="Checking training rows", disable=len(rows) < 10_000):
         row = rows[index]
@@ -27,11 +28,16 @@ def validate_rows(rows: Sequence[dict], collator: XGenMMDataCollator) -> Sequenc
     if not bad:
         return rows
     listed = "; ".join(f"row {index} ({name}): {reason}" for index, name, reason in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
     if collator.on_bad_sample == "raise":
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise BadSampleError(
             f"{len(bad)} of {len(rows)} training rows are bad, found before training: {listed}{more}. Fix them, or "
             "pass on_bad_sample='skip' (--on_bad_sample skip) to train without them"
+        )
+    if len(bad) == len(rows):
+        raise BadSampleError(
+            f"all {len(rows)} training rows are bad, found before training, so there is nothing to train on: "
+            f"{listed}{more}"
         )
     reasons = Counter(reason.split(":")[0] for _, _, reason in bad)
     logger.warning(
