@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from hub_helpers import tiny_instruct_model, tiny_processor
 from paths import REPO_ROOT
 
@@ -36,3 +38,28 @@ def test_the_multi_turn_chat_snippet_runs_as_written(tmp_path):
     save_model_folder(tmp_path / "runs" / "toy-world" / "model")
     completed = run_snippet(readme_snippet("multi-turn chat"), tmp_path)
     assert completed.stdout  # the second turn's answer, printed
+
+
+def test_the_using_a_model_snippet_runs_as_written(tmp_path):
+    folder = tmp_path / "runs" / "toy-world" / "model"
+    save_model_folder(folder)
+    completed = run_snippet(readme_snippet("using a model"), tmp_path)
+
+    # It prints the model's greedy answer to its question about a red image.
+    model, processor = tiny_instruct_model(), tiny_processor()
+    image = Image.new("RGB", (96, 64), "red")
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What color?"}]}
+    ]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    output = model.generate(**inputs, max_new_tokens=32)
+    answer = processor.post_process_image_text_to_text(output[:, inputs["input_ids"].shape[1] :])[0]
+    assert completed.stdout == answer + "\n"
+
+
+def test_the_pipeline_snippet_runs_as_written(tmp_path):
+    save_model_folder(tmp_path / "runs" / "toy-world" / "model")
+    completed = run_snippet(readme_snippet("pipeline"), tmp_path)
+    assert completed.stdout.strip()

@@ -5,6 +5,7 @@ without this package, bad-input errors, and the example scripts."""
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,14 +26,16 @@ from modeling_xgenmm.train import (
 )
 from modeling_xgenmm.train.arguments import bf16_available
 from modeling_xgenmm.train.collators import ASSISTANT_MASKS_WITH_IMAGES, BadSampleError, XGenMMDataCollator
-from paths import HUB_CONFIGS, TINY_RANDOM
+from paths import HUB_CONFIGS, REPO_ROOT, TINY_RANDOM
 from training_helpers import (
     LANGUAGE_MODEL_LINEAR_LAYERS,
     LossRecorder,
     StopAt,
     multi_image_rows,
+    noisy_lines,
     pretraining_rows,
     run_example,
+    run_fresh,
     sft_rows,
     tiny_args,
     weights_sha256,
@@ -377,6 +380,29 @@ def test_example_script_trains_and_saves_a_hub_folder(example, rows, tmp_path):
     saved = {path.name for path in output_dir.iterdir()}
     assert {"model.safetensors", "config.json", "modeling_xgenmm.py", "processor_config.json"} <= saved
     assert trainer.state.global_step == 2 and "train_loss" in trainer.state.log_history[-1]
+
+
+def test_the_sample_sft_data_trains_and_logs_a_loss_curve(tmp_path):
+    # The README's training command on the rows shipped in examples/data (their images beside them).
+    data = REPO_ROOT / "examples" / "data" / "sft.jsonl"
+    argv = ["--stage", "sft", "--model_name_or_path", str(TINY_RANDOM), "--data", str(data),
+            "--output_dir", str(tmp_path / "out"), "--max_steps", "20", "--per_device_train_batch_size", "2",
+            "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
+    trainer = run_example("train", argv)
+    assert len(load_rows(data)) == 10 and trainer.data_collator.num_skipped == 0  # every row checked, none bad
+    # A short run logs its loss: every 10 steps by default (TrainingArguments' 500 showed nothing here).
+    assert [entry["step"] for entry in trainer.state.log_history if "loss" in entry] == [10, 20]
+
+
+def test_a_training_example_prints_no_line_that_reads_as_an_error(tmp_path):
+    data = REPO_ROOT / "examples" / "data" / "sft.jsonl"
+    completed = run_fresh(
+        [sys.executable, REPO_ROOT / "examples" / "train.py", "--stage", "sft", "--model_name_or_path", TINY_RANDOM,
+         "--data", data, "--output_dir", tmp_path / "out", "--max_steps", "2", "--per_device_train_batch_size", "2",
+         "--use_peft", "--lora_r", "4", "--report_to", "none"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert noisy_lines(completed.stdout + completed.stderr) == []
 
 
 def test_example_script_with_lora_saves_an_adapter(tmp_path):

@@ -3,6 +3,7 @@ are reproducible, answers are balanced, and the toy-world command trains a model
 
 import random
 import re
+import sys
 from collections import Counter
 
 import numpy as np
@@ -25,6 +26,8 @@ from modeling_xgenmm.toy_world.data import (
 )
 from modeling_xgenmm.toy_world.evaluation import format_accuracy_table
 from modeling_xgenmm.toy_world.recipe import ToyWorldSettings, fine_tuning_rows, held_out_rows, pretraining_rows
+from paths import REPO_ROOT
+from training_helpers import noisy_lines, run_fresh
 
 
 def painted_cells(image) -> list[tuple[int, int, int]]:
@@ -220,3 +223,13 @@ def test_the_toy_world_command_trains_a_model_that_answers_far_above_chance(tmp_
     # 20 held-out rows of each kind; chance is 1/6 for colour and 1/4 for count (one to four shapes).
     assert rates["color"] >= 0.8 and rates["count"] >= 0.6, printed
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "config.json").is_file()
+
+
+def test_a_short_toy_world_run_prints_no_line_that_reads_as_an_error(tmp_path):
+    completed = run_fresh(
+        [sys.executable, "-m", "modeling_xgenmm.cli", "toy-world", "--quick", "--pretrain-steps", "2",
+         "--sft-steps", "2", "--output-dir", tmp_path / "run"],
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert noisy_lines(completed.stdout + completed.stderr) == []
+    assert "Held-out exact-match accuracy" in completed.stdout

@@ -197,3 +197,29 @@ def weights_sha256(model: torch.nn.Module) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+# Lines that read as errors and that clean runs printed before (issue 26), each with what printed it.
+NOISE = {
+    "Failed to load CPU gemm_4bit_forward": "bitsandbytes, imported by peft wherever it is installed",
+    "Setting accelerator to CPU": "DeepSpeed, imported by accelerate wherever it is installed",
+    "The tokenizer has new PAD/BOS/EOS tokens": "the Trainer aligning configs that disagree with the tokenizer",
+    "is incompatible with gradient checkpointing": "the language model's cache under activation checkpointing",
+    "is_gradient_checkpointing": "transformers' deprecated name, read by peft and TRL",
+    "Traceback": "an error",
+}
+
+
+def noisy_lines(output: str) -> list[str]:
+    """The lines of a run's output that hold one of `NOISE`."""
+    return [line for line in output.splitlines() if any(pattern in line for pattern in NOISE)]
+
+
+def run_fresh(command: list, cwd) -> subprocess.CompletedProcess:
+    """`command` in a fresh process, offline, on one thread; raises with its output when it fails."""
+    completed = subprocess.run(
+        [str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed
