@@ -428,7 +428,7 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
 class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
     r"""
     xGen-MM image processor, torchvision backend: the views of [`XGenMMImageProcessorPil`] (see there) computed on
-    uint8 tensors, then normalised in one batched op (pass `device=` to run on a GPU).
+    uint8 tensors, each normalised as it is written into the output (pass `device=` to run on a GPU).
 
     It follows Pillow's resampling: bicubic through torchvision's antialiased uint8 kernels with Pillow's order of the
     two passes, premultiplied alpha for RGBA and LA images, and Pillow's exact nearest-neighbour indices for P and 1
@@ -470,6 +470,17 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
             pixel_values = torch.from_numpy(np.empty(shape, np.float32 if dtype == torch.float32 else np.uint8))
         else:
             pixel_values = torch.empty(shape, dtype=dtype, device=device)
+        mean, std = image_mean, image_std
+        if do_rescale and do_normalize:  # rescaling folded into the normalisation, as the library fuses them
+            mean = [value / rescale_factor for value in image_mean]
+            std = [value / rescale_factor for value in image_std]
+        # torchvision's normalize subtracts the mean, then divides by the std, in float32: here the subtraction is
+        # done as the uint8 views are written, and each view is divided right after, while it is in the cache.
+        normalization = None
+        if do_normalize:
+            normalization = (_channels(mean, device), _channels(std, device), None)
+        elif do_rescale:
+            normalization = (_channels(0.0, device), None, rescale_factor)
         # Images of one size and mode are resized together, as one batch (one kernel call per size on a GPU).
         batches: dict[tuple, list[int]] = {}
         for index, (pixels, interpolation) in enumerate(prepared):
@@ -480,19 +491,11 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
                 pixels = prepared[indices[0]][0][None]
             else:
                 pixels = torch.stack([prepared[index][0].permute(1, 2, 0) for index in indices]).permute(0, 3, 1, 2)
-            self._write_views(pixels, interpolation, size, anyres, image_grid_pinpoints, pixel_values, indices)
-        mean, std = image_mean, image_std
-        if do_rescale and do_normalize:  # rescaling folded into the normalisation, as the library fuses them
-            mean = [value / rescale_factor for value in image_mean]
-            std = [value / rescale_factor for value in image_std]
+            views = self._views(pixels, interpolation, size, anyres, image_grid_pinpoints)
+            for batch_index, index in enumerate(indices):
+                for view_index, parts in enumerate(views):
+                    _write_view(pixel_values[index, view_index], parts, batch_index, normalization)
         for index, count in enumerate(counts):
-            views = pixel_values[index, :count]
-            if do_normalize:
-                normalized = self.normalize(views, mean, std, inplace=True)
-                if normalized is not views:  # a backend without in-place normalize (transformers < 5.18)
-                    views.copy_(normalized)
-            elif do_rescale:
-                views.mul_(rescale_factor)
             pixel_values[index, count:] = 0
         image_sizes = [[image.height, image.width] for image in images]
         return BatchFeature(
@@ -531,37 +534,68 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         resized = self.resize(pixels, SizeDict(height=height, width=width), resample=interpolation)
         return _unpremultiply(resized) if resized.shape[-3] == 4 else resized
 
-    def _write_views(
+    def _views(
         self,
         pixels: "torch.Tensor",
         interpolation,
         size: SizeDict,
         anyres: bool,
         image_grid_pinpoints: list[list[int]],
-        pixel_values: "torch.Tensor",
-        indices: list[int],
-    ) -> None:
-        """Writes the views of uint8 images `(images, channels, height, width)` of one size into the rows `indices`
-        of `pixel_values`: the global view, then the grid crops row-major."""
-        global_views = self._resize(pixels, size.height, size.width, interpolation)
-        for batch_index, index in enumerate(indices):
-            pixel_values[index, 0].copy_(global_views[batch_index])
+    ) -> list[list[tuple]]:
+        """The views of uint8 images `(images, channels, height, width)` of one size, the global view then the grid
+        crops row-major. A view is a list of parts `(source, rows, columns, view_rows, view_columns)`: the block
+        `source[:, :, rows, columns]` of the resized images goes to `view[:, view_rows, view_columns]`; a part whose
+        source is None is black padding over the whole view, written first."""
+        whole = (slice(0, size.height), slice(0, size.width))
+        views = [[(self._resize(pixels, size.height, size.width, interpolation), *whole, *whole)]]
         if not anyres:
-            return
+            return views
         image_size = tuple(pixels.shape[-2:])
         best_height, best_width = self.best_resolution(image_size, image_grid_pinpoints)
         fit_height, fit_width = fitted_size(image_size, (best_height, best_width))
-        # torchvision returns uint8 resizes channels-last; padding is far faster on channels-first tensors.
-        resized = self._resize(pixels, fit_height, fit_width, interpolation).contiguous()
-        left, top = (best_width - fit_width) // 2, (best_height - fit_height) // 2
-        padding = [left, top, best_width - fit_width - left, best_height - fit_height - top]
-        canvas = tvF.pad(resized, padding, fill=0)
+        resized = self._resize(pixels, fit_height, fit_width, interpolation)
+        # The resized images, centred on a black canvas of the grid's size, cut into crops: each crop copies the part
+        # of the images it covers (no canvas is made).
+        top, left = (best_height - fit_height) // 2, (best_width - fit_width) // 2
         columns = best_width // size.width
-        for batch_index, index in enumerate(indices):
-            for crop in range((best_height // size.height) * columns):
-                top, left = (crop // columns) * size.height, (crop % columns) * size.width
-                view = canvas[batch_index, :, top : top + size.height, left : left + size.width]
-                pixel_values[index, 1 + crop].copy_(view)
+        for crop in range((best_height // size.height) * columns):
+            crop_top, crop_left = (crop // columns) * size.height, (crop % columns) * size.width
+            rows = _overlap(top, fit_height, crop_top, size.height)
+            cols = _overlap(left, fit_width, crop_left, size.width)
+            parts = [] if (rows, cols) == whole else [(None, *whole, *whole)]
+            if rows[0].stop > rows[0].start and cols[0].stop > cols[0].start:
+                parts.append((resized, rows[0], cols[0], rows[1], cols[1]))
+            views.append(parts)
+        return views
+
+
+def _overlap(start: int, length: int, window_start: int, window_length: int) -> tuple[slice, slice]:
+    """Where `[start, start + length)` meets `[window_start, window_start + window_length)`: as a slice from `start`,
+    and as a slice from `window_start`."""
+    first, last = max(start, window_start), min(start + length, window_start + window_length)
+    last = max(first, last)
+    return slice(first - start, last - start), slice(first - window_start, last - window_start)
+
+
+def _channels(values, device) -> "torch.Tensor":
+    """float32 `(3, 1, 1)` of one value per channel (or one for all), as torchvision's normalize makes them."""
+    return torch.as_tensor(values, dtype=torch.float32, device=device).reshape(-1, 1, 1).expand(3, 1, 1)
+
+
+def _write_view(view: "torch.Tensor", parts: list[tuple], image: int, normalization: tuple | None) -> None:
+    """Writes one view (`_views`) of image `image` of its batch into `view`: uint8 as it is, or float32 less an offset
+    per channel, then divided by a std per channel or multiplied by a rescale factor (`normalization`; black is 0)."""
+    for pixels, rows, columns, view_rows, view_columns in parts:
+        target = view[:, view_rows, view_columns]
+        if normalization is None:
+            target.zero_() if pixels is None else target.copy_(pixels[image, :, rows, columns])
+        elif pixels is None:
+            target.copy_((-normalization[0]).expand_as(target))
+        else:
+            torch.sub(pixels[image, :, rows, columns], normalization[0], out=target)
+    if normalization is not None:
+        _, std, rescale_factor = normalization
+        view.div_(std) if std is not None else view.mul_(rescale_factor)
 
 
 def _channel_planes(image: "PIL.Image.Image") -> np.ndarray:
