@@ -61,8 +61,8 @@ def register_cpu_int8_kernel() -> bool:
     """Makes torchao's int8 weight-only linear layers run PyTorch's int8 kernel (`_weight_int8pack_mm`) on a CPU for
     bfloat16 / float16 activations of up to `CPU_KERNEL_MAX_ROWS` rows, uncompiled: torchao 0.18 converts the whole
     int8 weight to the activations' dtype at every call there (more bytes moved than the unquantized weight), which
-    inductor rewrites into an int8 kernel when compiled, but eager decoding does not. Every other call goes to torchao's own
-    implementation. Registered through torchao's extension point for its tensor types
+    inductor rewrites into an int8 kernel when compiled, but eager decoding does not. Every other call goes to
+    torchao's own implementation. Registered through torchao's extension point for its tensor types
     (`Int8Tensor.implements_torch_function`), process-wide; importing `modeling_xgenmm` calls it. Returns whether
     torchao (the `quant` extra) is there to register with."""
     try:
