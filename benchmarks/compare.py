@@ -22,7 +22,9 @@ import torch
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("generation", "training", "images")
+NEW_TOKENS = 32  # compare_worker's default: tokens per generate call
+PARTS = ("total", "vision_tower", "resampler", "language_model", "head")
+GROUPS = ("generation", "decode", "training", "images")
 # metric: (what it is, True where larger is better)
 METRICS = {
     "ttft_float32_b1": ("time to first token, batch 1", False),
@@ -46,6 +48,20 @@ TARGETS = {
     "images_per_s_torchvision": 1.5,
 }
 BF16_OVER_FP32_TARGET = 1.6
+# decode group: (what the variant is, its decode tokens/s over float32 eager's and its language-model weight bytes over
+# float32's that issue 28's acceptance asks of the candidate, None where it asks nothing)
+VARIANT_TARGETS = {
+    "float32": ("float32, eager (the reference)", None, None),
+    "float32_compiled": ("float32, static cache + compile", 2.0, None),
+    "float32_transposed": ("float32, storage transposed", None, None),
+    "float32_transposed_compiled": ("float32, storage transposed, compiled", 2.0, None),
+    "bfloat16": ("bf16", None, None),
+    "bfloat16_compiled": ("bf16, compiled", None, None),
+    "int8": ("int8 weights, bf16 activations", 1.8, 0.55),
+    "int8_compiled": ("int8, compiled", 3.0, None),
+    "int4": ("int4 weights (int8 head), bf16 activations", None, None),
+    "int4_compiled": ("int4, compiled", None, None),
+}
 
 
 def checkout(revision: str, workdir: Path) -> Path:
@@ -119,11 +135,19 @@ def output_checks(baseline: dict, candidate: dict) -> dict:
 
 
 def best_of_rounds(rounds: list[dict]) -> dict:
-    """Each measurement's best round (fastest time, highest rate or bandwidth); sizes are the same every round."""
+    """Each measurement's best round (fastest time, highest rate or bandwidth); sizes, counts and verdicts are the same
+    every round (the first round's is kept)."""
     best = {}
     for metric in rounds[0]:
         values = [measured[metric] for measured in rounds]
-        best[metric] = min(values) if metric in METRICS and not METRICS[metric][1] else max(values)
+        if metric in METRICS:
+            best[metric] = max(values) if METRICS[metric][1] else min(values)
+        elif isinstance(values[0], (str, bool)):
+            best[metric] = values[0]
+        elif metric.endswith("_s") and not metric.endswith("_per_s"):
+            best[metric] = min(values)
+        else:
+            best[metric] = max(values)
     return best
 
 
@@ -161,7 +185,65 @@ def table(best: dict, names: tuple[str, str]) -> str:
             f"{'candidate bf16 over fp32 decode, batch 1':<46} {'':>12} {'':>12} {speedup:>8.2f}x "
             f"{'>= ' + format(BF16_OVER_FP32_TARGET, 'g'):>7}  {met}"
         )
+    for name in names:
+        lines += prefill_floor_lines(best[name], name) + decode_variant_lines(best[name], name)
     return "\n".join(lines)
+
+
+def prefill_floor_lines(side: dict, name: str) -> list[str]:
+    """Time to first token against its FLOP floor: the prefill's FLOPs by part over the measured matmul rate."""
+    if "matmul_flops_per_s_float32" not in side:
+        return []
+    rate = side["matmul_flops_per_s_float32"]
+    lines = [
+        f"\n{name}: time to first token against its FLOP floor (float32, matmul rate {rate / 1e9:.1f} GFLOP/s of a "
+        "2048-square product at this thread count)",
+        f"  {'batch':>5} {'GFLOP':>8} {'vision':>8} {'resampler':>9} {'LM':>8} {'head':>6} {'floor ms':>9} "
+        f"{'TTFT ms':>8} {'TTFT/floor':>10} {'LM floor ms':>11}",
+    ]
+    for batch in (1, 8):
+        flops = {part: side[f"prefill_flops_{part}_b{batch}"] / 1e9 for part in PARTS}
+        floor, ttft = flops["total"] * 1e9 / rate, side[f"ttft_float32_b{batch}"]
+        lines.append(
+            f"  {batch:>5} {flops['total']:>8.2f} {flops['vision_tower']:>8.2f} {flops['resampler']:>9.2f} "
+            f"{flops['language_model']:>8.2f} {flops['head']:>6.3f} {floor * 1e3:>9.1f} {ttft * 1e3:>8.1f} "
+            f"{ttft / floor:>10.2f} {flops['language_model'] * 1e12 / rate:>11.1f}"
+        )
+    return lines
+
+
+def decode_variant_lines(side: dict, name: str) -> list[str]:
+    """The decode group's variants against this side's float32 eager: speed, weight bytes, compile cost, agreement."""
+    if "float32/decode_tokens_per_s" not in side:
+        return []
+    reference = side["float32/decode_tokens_per_s"], side["float32/language_model_bytes"]
+    lines = [
+        f"\n{name}: batch-1 decoding by variant, against its float32 eager (the same run)",
+        f"  {'variant':<44} {'tokens/s':>8} {'speed':>6} {'LM MB':>7} {'bytes':>6} {'compile s':>9} "
+        f"{'pays off after':>14}  {'greedy ids vs float32':<36} target",
+    ]
+    for variant, (label, speed_target, bytes_target) in VARIANT_TARGETS.items():
+        if f"{variant}/decode_tokens_per_s" not in side:
+            continue
+        rate, weight_bytes = side[f"{variant}/decode_tokens_per_s"], side[f"{variant}/language_model_bytes"]
+        speed, size = rate / reference[0], weight_bytes / reference[1]
+        compile_s = side.get(f"{variant}/compile_s")
+        eager = side.get(f"{variant.removesuffix('_compiled')}/decode_s")
+        pays_off = ""
+        if compile_s is not None and eager is not None:
+            saved = eager - side[f"{variant}/decode_s"]  # over the run's tokens after the first
+            pays_off = f"{compile_s / saved * (NEW_TOKENS - 1):,.0f} tokens" if saved > 0 else "never"
+        targets = []
+        if speed_target is not None:
+            targets.append(f"speed >= {speed_target:g} {'yes' if speed >= speed_target else 'no'}")
+        if bytes_target is not None:
+            targets.append(f"bytes <= {bytes_target:g} {'yes' if size <= bytes_target else 'no'}")
+        lines.append(
+            f"  {label:<44} {rate:>8.1f} {speed:>5.2f}x {weight_bytes / 1e6:>7.1f} {size:>5.2f}x "
+            f"{'' if compile_s is None else format(compile_s, '.1f'):>9} {pays_off:>14}  "
+            f"{side[f'{variant}/agreement']:<36} {', '.join(targets)}"
+        )
+    return lines
 
 
 def main():

@@ -5,14 +5,18 @@
     python -m benchmarks.compare_worker GROUP --preset small --weights W.safetensors --out OUT.pt [--threads 1]
 
 Groups: `weights` (builds the preset's model from a seed and saves its weights, which every other run loads, so both
-checkouts run the same numbers), `generation` (TTFT and decode at batch 1 and 8 in fp32, batch 1 in bf16),
-`training` (forward + backward with labels, the SFT recipe's trainable weights), `images` (both image backends).
+checkouts run the same numbers), `generation` (TTFT and decode at batch 1 and 8 in fp32, batch 1 in bf16; the
+prefill's FLOPs by part and the matmul rate they are judged against), `decode` (batch-1 decoding of the variants of
+`decode_variants.py`: bf16, int8 and int4 weights, compiled, float32 stored transposed; those a checkout cannot build
+are left out), `training` (forward + backward with labels, the SFT recipe's trainable weights), `images` (both image
+backends).
 Only the package's public classes are used, so older checkouts run the same code. Timings go to stdout as JSON;
 the outputs to compare (greedy ids, logits, loss, gradients, pixels) to `--out`.
 """
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +27,9 @@ import modeling_xgenmm
 from modeling_xgenmm import XGenMMForConditionalGeneration
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMProcessor, XGenMMTokenizer
 
+from .decode_variants import measure_variants
 from .generation_speed import FirstTokenClock, square_image
-from .gpu_ceilings import decode_weight_bytes
+from .gpu_ceilings import decode_weight_bytes, matmul_flops, prefill_flops_by_part
 from .image_processing import mixed_images
 from .presets import PRESETS, TOKENIZER_FOLDER, preset_config
 
@@ -33,6 +38,7 @@ PROMPT = "<|user|>\n<image>\nDescribe the image in detail.<|end|>\n<|assistant|>
 ANSWER = "A red square on a blue field, next to a small green circle and a yellow triangle.<|end|>\n"
 GENERATION_BATCHES = (1, 8)
 TRAINING_ROWS = 4
+MATMUL_SIZE = 2048  # the square float32 product whose rate the prefill is judged against (0.2 s at 1 thread here)
 
 
 def build(preset_name: str, weights: str | None):
@@ -116,7 +122,30 @@ def generation(model, processor, repeats: int, new_tokens: int) -> tuple[dict, d
             outputs[f"ids_{name}"] = generated.sequences
             outputs[f"scores_{name}"] = torch.stack(generated.scores, 1).float()
             outputs[f"input_ids_{name}"] = inputs["input_ids"]
+    model.to(torch.float32)
+    for batch in GENERATION_BATCHES:
+        flops = prefill_flops_by_part(model, model_inputs(processor, PROMPT, batch))
+        timings |= {f"prefill_flops_{part}_b{batch}": count for part, count in flops.items()}
     timings["read_bandwidth_bytes_per_s"] = read_bandwidth(repeats)
+    timings["matmul_flops_per_s_float32"] = matmul_flops(torch.device("cpu"), torch.float32, MATMUL_SIZE, repeats)
+    return timings, outputs
+
+
+def decode(model, processor, repeats: int, new_tokens: int) -> tuple[dict, dict]:
+    """Batch-1 decoding of every variant this checkout can build (`decode_variants.py`), on the same weights."""
+    inputs = model_inputs(processor, PROMPT, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        measured = measure_variants(folder, inputs, new_tokens, repeats, "inductor", torch.device("cpu"))
+    timings, outputs = {}, {}
+    for name, result in measured.items():
+        if "skipped" in result:
+            continue
+        kept = ("ttft_s", "decode_s", "decode_tokens_per_s", "language_model_bytes", "agreement", "agreement_holds")
+        timings |= {f"{name}/{key}": result[key] for key in kept}
+        if "compile_s" in result:
+            timings[f"{name}/compile_s"] = result["compile_s"]
+        outputs[f"ids_variant_{name}"] = torch.tensor(result["ids"])
     return timings, outputs
 
 
@@ -169,7 +198,7 @@ def images(repeats: int) -> tuple[dict, dict]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("group", choices=("weights", "generation", "training", "images"))
+    parser.add_argument("group", choices=("weights", "generation", "decode", "training", "images"))
     parser.add_argument("--preset", default="small", choices=("tiny", "small"))
     parser.add_argument("--weights", required=True)
     parser.add_argument("--out")
@@ -190,6 +219,8 @@ def main():
         model, processor = build(args.preset, args.weights)
         if args.group == "generation":
             timings, outputs = generation(model, processor, args.repeats, args.new_tokens)
+        elif args.group == "decode":
+            timings, outputs = decode(model, processor, args.repeats, args.new_tokens)
         else:
             timings, outputs = training(model, processor, args.repeats)
     if args.out:

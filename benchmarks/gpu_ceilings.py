@@ -49,16 +49,58 @@ def matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 8192, rep
     return 2 * size**3 / best_seconds(lambda: torch.mm(left, right), repeats, device)
 
 
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor holds: those of the inner tensors of a tensor subclass (torchao's quantized weights: int8 or
+    packed int4 data and their scales), else its elements'."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(inner) for inner in (getattr(tensor, name) for name in names) if inner is not None)
+    return tensor.numel() * tensor.element_size()
+
+
+def language_model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the language model's weights, its input embedding and the head included (what quantization shrinks)."""
+    return sum(
+        tensor_bytes(weight) for weight in [*model.model.language_model.parameters(), *model.lm_head.parameters()]
+    )
+
+
 def decode_weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the weights one decode step reads: the language model and the head, but not the input embedding
     (one row per token), the vision tower or the resampler (used at prefill only)."""
     embedding = model.get_input_embeddings().weight
-    weights = [*model.model.language_model.parameters(), *model.lm_head.parameters()]
-    return sum(weight.numel() * weight.element_size() for weight in weights if weight is not embedding)
+    return language_model_bytes(model) - tensor_bytes(embedding)
 
 
 def prefill_flops(model, inputs: dict) -> int:
     """FLOPs of `generate(max_new_tokens=1)` on `inputs`: vision tower, resampler, language model prefill and head."""
+    return prefill_flops_by_part(model, inputs)["total"]
+
+
+def prefill_flops_by_part(model, inputs: dict) -> dict[str, int]:
+    """FLOPs of `generate(max_new_tokens=1)` on `inputs` in all (`total`) and in each part: `vision_tower`,
+    `resampler`, `language_model` (its prefill) and `head` (the last position's logits); each part counted by a
+    counter of its own, opened and closed by hooks on its module."""
+    parts = {
+        "vision_tower": model.model.vision_tower,
+        "resampler": model.model.resampler,
+        "language_model": model.model.language_model,
+        "head": model.lm_head,
+    }
+    counted = dict.fromkeys(parts, 0)
+    open_counters, hooks = {}, []
+    for name, module in parts.items():
+
+        def enter(_module, _args, name=name):
+            open_counters[name] = FlopCounterMode(display=False)
+            open_counters[name].__enter__()
+
+        def leave(_module, _args, _output, name=name):
+            counter = open_counters.pop(name)
+            counter.__exit__(None, None, None)
+            counted[name] += counter.get_total_flops()
+
+        hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
     # The counter's module tracking fails on a module input viewed from a weight under no_grad (the resampler's
     # expanded latents: requires grad, no grad_fn), so the weights stop requiring grad while it counts.
     trainable = [weight for weight in model.parameters() if weight.requires_grad]
@@ -67,9 +109,11 @@ def prefill_flops(model, inputs: dict) -> int:
         with FlopCounterMode(display=False) as counter:
             model.generate(**inputs, do_sample=False, max_new_tokens=1)
     finally:
+        for hook in hooks:
+            hook.remove()
         for weight in trainable:
             weight.requires_grad_(True)
-    return counter.get_total_flops()
+    return {**counted, "total": counter.get_total_flops()}
 
 
 def ceilings(

@@ -47,6 +47,7 @@ from modeling_xgenmm.checkpoint.contents import build_processor
 from modeling_xgenmm.train.freezing import freeze_resampler, freeze_vision_tower
 from xgenmm_processing import XGenMMImageProcessor, XGenMMImageProcessorPil, XGenMMTokenizer
 
+from .decode_variants import GPU_VARIANTS, REFERENCE, VARIANTS, measure_variants
 from .dpo_cost import (
     sft_trainer_and_batch,
     step_times,
@@ -61,7 +62,7 @@ from .generation_speed import (
     measure_generation,
     mode_settings,
 )
-from .gpu_ceilings import ceilings
+from .gpu_ceilings import ceilings, matmul_flops, prefill_flops_by_part
 from .image_processing import checked_agreement, images_per_second, mixed_images
 from .peak_memory import PeakMemory, peak_rss_in_fresh_process
 from .presets import PRESETS, TOKENIZER_FOLDER, Preset, preset_config
@@ -74,11 +75,25 @@ TARGETS = {
     "images_encoded_once": ("== 1 vision pass per generate", lambda passes: passes == [1]),
     "load_peak_over_weights": ("<= 1.3", lambda ratio: ratio <= 1.3),
     "batch32_over_batch1": (">= 15", lambda ratio: ratio >= 15),
+    "int8_decode_over_float32": (">= 1.8", lambda ratio: ratio >= 1.8),
+    "int8_language_model_bytes_over_float32": ("<= 0.55", lambda ratio: ratio <= 0.55),
+    "compiled_float32_decode_over_float32": (">= 2", lambda ratio: ratio >= 2),
+    "compiled_int8_decode_over_float32": (">= 3", lambda ratio: ratio >= 3),
+    "greedy_ids_by_the_margin_rule": ("every variant", lambda broken: broken == []),
     "decode_fraction_of_bandwidth_ceiling": (">= 0.5", lambda fraction: fraction >= 0.5),
     "ttft_over_flop_floor": ("<= 3", lambda ratio: ratio <= 3),
 }
 CUDA_CHECKS = ("decode_fraction_of_bandwidth_ceiling", "ttft_over_flop_floor")
 
+# (variant, its measure, the variant it is judged against) of the decode variants' checks, on a CPU
+VARIANT_CHECKS = {
+    "int8_decode_over_float32": ("int8", "decode_tokens_per_s", REFERENCE),
+    "int8_language_model_bytes_over_float32": ("int8", "language_model_bytes", REFERENCE),
+    "compiled_float32_decode_over_float32": ("float32_compiled", "decode_tokens_per_s", REFERENCE),
+    "compiled_int8_decode_over_float32": ("int8_compiled", "decode_tokens_per_s", REFERENCE),
+}
+# The square matrix product whose FLOP/s the prefill is judged against: a CPU core takes 0.2 s for 2048
+MATMUL_SIZES = {"cpu": 2048, "cuda": 8192}
 LOAD_RESOLUTION_BYTES = 32 * MIB  # smaller checkpoints drown in the ~1 MiB of one-time allocations of a first load
 
 # Runs in a fresh process (see `peak_memory.peak_rss_in_fresh_process`). Before the baseline: the device's context, and
@@ -202,7 +217,52 @@ def not_judged(name: str, measured, reason: str, **details) -> dict:
     return {"measured": measured, "target": TARGETS[name][0], "passed": None, "reason": reason, **details}
 
 
-def checks_section(generation: dict, vision_passes: list[int], load: dict, gpu: dict | None) -> dict:
+def prefill_section(model, processor, generation: dict, repeats: int, device: torch.device) -> dict:
+    """TTFT (sdpa) against its FLOP floor at batch 1 and 8: the prefill's FLOPs by part (`prefill_flops_by_part`) over
+    the FLOP/s of a large square matrix product in the model's dtype."""
+    model.set_attn_implementation("sdpa")
+    size = MATMUL_SIZES.get(device.type, 2048)
+    rate = matmul_flops(device, model.dtype, size, repeats)
+    batches = {}
+    for batch in ("1", "8"):
+        flops = prefill_flops_by_part(model, generation_inputs(processor, int(batch), device))
+        ttft = generation["results"]["sdpa"][batch]["ttft_s"]
+        floor = flops["total"] / rate
+        batches[batch] = {"flops": flops, "floor_s": floor, "ttft_s": ttft, "ttft_over_floor": ttft / floor}
+    return {"matmul_size": size, "matmul_flops_per_s": rate, "batches": batches}
+
+
+def decode_variants_section(folder: Path, processor, preset: Preset, device: torch.device) -> dict:
+    """Batch-1 decoding of the same weights as float32, bf16, int8, int4, eager and compiled (`decode_variants.py`);
+    on a GPU, bf16 and int8, against bf16."""
+    names, reference = (list(VARIANTS), REFERENCE) if device.type == "cpu" else (list(GPU_VARIANTS), "bfloat16")
+    inputs = generation_inputs(processor, 1, device)
+    results = measure_variants(
+        str(folder), inputs, preset.new_tokens, preset.repeats, preset.compile_backend, device, names, reference
+    )
+    return {"reference": reference, "new_tokens": preset.new_tokens, "results": results}
+
+
+def variant_checks(variants: dict) -> dict:
+    """The decode variants' targets: int8 and compiled decoding against float32 eager, greedy ids by the margin
+    rule."""
+    results, checks = variants["results"], {}
+    for name, (variant, measure, reference) in VARIANT_CHECKS.items():
+        measured = [results.get(key, {}).get(measure) for key in (variant, reference)]
+        if None in measured:
+            checks[name] = not_judged(name, None, f"{variant} or {reference} not measured here")
+        else:
+            checks[name] = judged(name, measured[0] / measured[1], variant=variant, reference=reference)
+    broken = [name for name, result in results.items() if result.get("agreement_holds") is False]
+    checks["greedy_ids_by_the_margin_rule"] = judged(
+        "greedy_ids_by_the_margin_rule", broken, reference=variants["reference"]
+    )
+    return checks
+
+
+def checks_section(
+    generation: dict, vision_passes: list[int], load: dict, gpu: dict | None, variants: dict | None = None
+) -> dict:
     static = generation["results"]["static_compile"]
     batch_ratio = static["32"]["decode_tokens_per_s"] / static["1"]["decode_tokens_per_s"]
     load_ratio = max(load["peak_rss_increase_bytes"], load["peak_cuda_bytes"]) / load["weight_bytes"]
@@ -224,6 +284,8 @@ def checks_section(generation: dict, vision_passes: list[int], load: dict, gpu: 
             "decode_fraction_of_bandwidth_ceiling", gpu["decode_fraction_of_ceiling"], mode="static_compile"
         )
         checks["ttft_over_flop_floor"] = judged("ttft_over_flop_floor", gpu["ttft_over_floor"], mode="sdpa")
+    if variants is not None:
+        checks |= variant_checks(variants)
     return checks
 
 
@@ -282,6 +344,7 @@ def run(preset_name: str, device: torch.device, compile_backend: str | None = No
         "image_processing": image_processing_section(preset.repeats),
     }
     results["generation"], vision_passes = generation_section(model, processor, preset, device)
+    results["prefill"] = prefill_section(model, processor, results["generation"], preset.repeats, device)
     gpu = None
     if device.type == "cuda":
         gpu = gpu_section(model, processor, results["generation"], preset.repeats, device)
@@ -289,8 +352,10 @@ def run(preset_name: str, device: torch.device, compile_backend: str | None = No
         load = load_peak(model, workdir, device)
         del model
         release_memory(device)
+        results["decode_variants"] = decode_variants_section(Path(workdir) / "checkpoint", processor, preset, device)
+        release_memory(device)
         results["training"] = training_section(config, processor, preset, device, workdir)
-    results["checks"] = checks_section(results["generation"], vision_passes, load, gpu)
+    results["checks"] = checks_section(results["generation"], vision_passes, load, gpu, results["decode_variants"])
     if gpu is not None:
         results["gpu_ceilings"] = gpu
     return results
@@ -325,6 +390,8 @@ def report(results: dict) -> str:
     parts = [
         *run_and_images_report(results),
         *generation_report(results),
+        *prefill_report(results),
+        *decode_variants_report(results),
         *training_report(results),
         *(gpu_ceilings_report(results) if "gpu_ceilings" in results else []),
         "\nTargets",
@@ -366,6 +433,79 @@ def generation_report(results: dict) -> list[str]:
                 for batch, timing in batches.items()
             ],
         ),
+    ]
+
+
+def prefill_report(results: dict) -> list[str]:
+    prefill = results["prefill"]
+    return [
+        f"\nPrefill against its FLOP floor: FLOPs by part (torch's FlopCounterMode) over "
+        f"{prefill['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s (a {prefill['matmul_size']}-square "
+        f"{results['meta']['dtype']} matrix product here); TTFT with sdpa",
+        markdown_table(
+            [
+                "batch",
+                "GFLOP",
+                "vision tower",
+                "resampler",
+                "language model",
+                "head",
+                "floor ms",
+                "TTFT ms",
+                "TTFT / floor",
+            ],
+            [
+                [
+                    batch,
+                    *(row["flops"][part] / 1e9 for part in ("total", "vision_tower", "resampler", "language_model")),
+                    f"{row['flops']['head'] / 1e9:.3f}",
+                    row["floor_s"] * 1000,
+                    row["ttft_s"] * 1000,
+                    f"{row['ttft_over_floor']:.2f}",
+                ]
+                for batch, row in prefill["batches"].items()
+            ],
+        ),  # fmt: skip
+    ]
+
+
+def decode_variants_report(results: dict) -> list[str]:
+    variants = results["decode_variants"]
+    reference = variants["results"][variants["reference"]]
+    rows = []
+    for name, result in variants["results"].items():
+        if "skipped" in result:
+            rows.append([name, "-", "-", "-", "-", "-", "-", f"not run: {result['skipped']}"])
+            continue
+        break_even = result.get("break_even_tokens")
+        rows.append(
+            [
+                name,
+                result["decode_tokens_per_s"],
+                f"{result['decode_tokens_per_s'] / reference['decode_tokens_per_s']:.2f}x",
+                result["language_model_bytes"] / MIB,
+                f"{result['language_model_bytes'] / reference['language_model_bytes']:.2f}x",
+                f"{result['compile_s']:.1f}" if "compile_s" in result else "",
+                "" if "compile_s" not in result else ("never" if break_even is None else f"{break_even:,.0f}"),
+                result["agreement"],
+            ]
+        )
+    return [
+        f"\nDecoding variants, batch 1, {variants['new_tokens']} new tokens, against {variants['reference']} eager "
+        "(compiled: static cache + torch.compile; pays off after: generated tokens to earn back the compile time)",
+        markdown_table(
+            [
+                "variant",
+                "decode tokens/s",
+                "speed",
+                "LM weights MiB",
+                "bytes",
+                "compile s",
+                "pays off after",
+                "greedy ids",
+            ],
+            rows,
+        ),  # fmt: skip
     ]
 
 
@@ -417,6 +557,8 @@ def describe(name: str, check: dict) -> str:
         return "-"
     if name == "images_encoded_once":
         return f"{'/'.join(map(str, measured))} pass(es) in each of {check['generate_calls']} calls"
+    if name == "greedy_ids_by_the_margin_rule":
+        return "holds" if not measured else f"broken: {', '.join(measured)}"
     return f"{measured:.2f}"
 
 

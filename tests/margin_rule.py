@@ -1,17 +1,10 @@
-"""The margin rule, by which a variant of a model (bf16 weights, quantized weights, compiled decoding) must give the
-reference's greedy ids wherever the reference's choice is clear of the variant's error.
-
-At generation step i of a row, the variant can only pick another token than the reference when the reference's
-top-1/top-2 logit margin is at most twice the largest difference between the two models' logits at that position,
-`delta_i` (either logit of the pair can move by `delta_i`). The steps before a row's first step with
-`margin_i <= 2 * delta_i` must give identical ids; from that step on the row is not compared (its prefix may differ).
-
-`delta_i` needs both models' logits after the same prefix: teacher-forced on the reference's sequence
-(`step_logits`), or each model's own logits from `generate` (`greedy_with_logits`), whose prefixes are the same up to
-the rows' first different id. The verdict depends on those steps only, so both give the same one."""
+"""The margin rule (`benchmarks/agreement.py` states and implements it) as the tests use it: a variant of a model (bf16
+weights, quantized weights, compiled decoding) gives the reference's greedy ids wherever the reference's choice is
+clear of the variant's error; and the runs that give the ids and logits it judges."""
 
 import torch
 
+from benchmarks.agreement import margin_rule
 from modeling_xgenmm.compat_xgenmm import CACHE_ARG, get_cache
 
 
@@ -70,23 +63,10 @@ def compared_steps(
 ) -> list[int]:
     """Asserts the rule on every row; returns the number of steps compared in each (those before its first step whose
     margin is not clear of the variant's error). A row is judged up to its end-of-sequence id (padding after it)."""
-    top2 = reference_logits.topk(2, dim=-1).values
-    margin = top2[..., 0] - top2[..., 1]
-    steps = min(reference_logits.shape[1], variant_logits.shape[1])
-    delta = (variant_logits[:, :steps] - reference_logits[:, :steps]).abs().amax(-1)
-    eos = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
-    compared = []
-    for row in range(reference_ids.shape[0]):
-        ended = torch.isin(reference_ids[row], eos).nonzero()
-        length = min(int(ended[0]) + 1 if len(ended) else reference_ids.shape[1], steps)
+    rows = margin_rule(reference_ids, reference_logits, variant_ids, variant_logits, eos_token_id)
+    for row, agreement in enumerate(rows):
         # the reference's logits are those its ids were chosen from
-        assert reference_logits[row, :length].argmax(-1).tolist() == reference_ids[row, :length].tolist()
-        unclear = (margin[row, :length] <= 2 * delta[row, :length]).nonzero()
-        clear_steps = int(unclear[0]) if len(unclear) else length
-        assert variant_ids[row, :clear_steps].tolist() == reference_ids[row, :clear_steps].tolist(), (
-            row,
-            margin[row, :length],
-            delta[row, :length],
-        )
-        compared.append(clear_steps)
-    return compared
+        chosen = reference_logits[row, : agreement.steps].argmax(-1)
+        assert chosen.tolist() == reference_ids[row, : agreement.steps].tolist(), row
+        assert agreement.holds, (row, agreement, reference_ids[row], variant_ids[row])
+    return [agreement.compared for agreement in rows]
