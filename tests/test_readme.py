@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from hub_helpers import tiny_instruct_model, tiny_processor
 from paths import REPO_ROOT
@@ -45,12 +45,12 @@ def test_the_using_a_model_snippet_runs_as_written(tmp_path):
     save_model_folder(folder)
     completed = run_snippet(readme_snippet("using a model"), tmp_path)
 
-    # It prints the model's greedy answer to its question about a red image.
+    # It prints the model's greedy answer to its question about a red circle.
     model, processor = tiny_instruct_model(), tiny_processor()
-    image = Image.new("RGB", (96, 64), "red")
-    messages = [
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What color?"}]}
-    ]
+    image = Image.new("RGB", (64, 64), (235, 235, 235))
+    ImageDraw.Draw(image).ellipse([4, 4, 28, 28], fill="red")
+    question = {"type": "text", "text": "What color are the shapes?"}
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, question]}]
     inputs = processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
