@@ -77,6 +77,7 @@ def fitted_size(image_size: tuple[int, int], target_size: tuple[int, int]) -> tu
 # final (404: the image is not there).
 IMAGE_URL_TIMEOUT = 10.0
 IMAGE_URL_ATTEMPTS = 3
+RETRIED_CLIENT_ERRORS = (408, 429)  # request timeout, too many requests: asking again later can succeed
 
 
 class ImageLoadError(ValueError):
@@ -119,8 +120,9 @@ def fetch_url(url: str, timeout: float | None = None, attempts: int | None = Non
             if response.status_code < 400:
                 return response.content
             cause = f"the server answered HTTP {response.status_code} {response.reason_phrase}"
-            if response.status_code < 500:
+            if response.status_code < 500 and response.status_code not in RETRIED_CLIENT_ERRORS:
                 attempts = attempt  # a client error does not go away by asking again
+                break
         if attempt < attempts:
             time.sleep(attempt)
     tries = f" (after {attempts} attempts)" if attempts > 1 else ""
@@ -313,6 +315,24 @@ class XGenMMImageProcessingMixin:
         best_height, best_width = self.best_resolution(image_size, kwargs.get("image_grid_pinpoints"))
         return 1 + (best_height // size.height) * (best_width // size.width)
 
+    @staticmethod
+    def check_grid(size: SizeDict, anyres: bool, image_grid_pinpoints: list[list[int]]) -> None:
+        """Refuses any-resolution grids that are not whole multiples of the view size (their crops would not tile the
+        resized image: views cut short, or parts of the image in no view)."""
+        if not anyres:
+            return
+        wrong = [
+            list(pinpoint)
+            for pinpoint in image_grid_pinpoints
+            if len(pinpoint) != 2
+            or any(side <= 0 or side % view for side, view in zip(pinpoint, (size.height, size.width)))
+        ]
+        if wrong or not image_grid_pinpoints:
+            raise ValueError(
+                f"image_grid_pinpoints must be (height, width) pairs that are positive multiples of the view size "
+                f"(size: height {size.height}, width {size.width}); got {wrong or image_grid_pinpoints}"
+            )
+
     def get_max_num_image_views(self, **kwargs: Unpack[XGenMMImageProcessorKwargs]) -> int:
         """The most views any image can get (global view + the largest grid of `image_grid_pinpoints`): the width of
         every `pixel_values` row, so that rows from separate calls concatenate (pipelines, TRL, serving engines)."""
@@ -371,6 +391,7 @@ class XGenMMImageProcessorPil(XGenMMImageProcessingMixin, PilBackend):
         return_tensors: str | TensorType | None,
         **kwargs,
     ) -> BatchFeature:
+        self.check_grid(size, anyres, image_grid_pinpoints)
         # Every view is uint8 RGB, so rescaling and normalising map each (channel, level) to one value: the library's
         # own ops applied once to the 256 levels of each channel give a table, and the views are looked up in it,
         # straight into their place in the output. The same float32 values as applying the ops to every view.
@@ -457,6 +478,7 @@ class XGenMMImageProcessor(XGenMMImageProcessingMixin, TorchvisionBackend):
         device: "torch.device | str | None" = None,
         **kwargs,
     ) -> BatchFeature:
+        self.check_grid(size, anyres, image_grid_pinpoints)
         prepared = [self._image_to_tensor(image, resample, device) for image in images]
         counts = [self.get_num_image_views((image.height, image.width), size=size, anyres=anyres,
                                            image_grid_pinpoints=image_grid_pinpoints) for image in images]  # fmt: skip

@@ -660,10 +660,9 @@ def test_eval_failures_say_what_lmms_eval_said(tmp_path, capsys):
     )
 
 
-# --- known defects in files this change does not own: each fails until its owner fixes it (strict) ------------------
+# --- image URLs and per-call grids ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="fetch_url (xgenmm_processing.image_processing_xgenmm) tries a 4xx again")
 def test_an_image_url_answering_404_is_requested_once():
     server = StatusServer(404)
     try:
@@ -674,7 +673,11 @@ def test_an_image_url_answering_404_is_requested_once():
     assert server.requests == ["/missing.png"]
 
 
-@pytest.mark.xfail(strict=True, reason="the image processor does not check per-call grids against the view size")
 def test_per_call_grids_that_are_not_multiples_of_the_view_size_are_refused():
-    with pytest.raises(ValueError, match=r"image_grid_pinpoints"):
-        tiny_image_processor("torchvision")(images=image_of(), image_grid_pinpoints=[[50, 70]])
+    for backend in ("torchvision", "pil"):
+        with pytest.raises(
+            ValueError,
+            match=r"image_grid_pinpoints must be \(height, width\) pairs that are positive "
+            r"multiples of the view size \(size: height \d+, width \d+\); got \[\[50, 70\]\]",
+        ):
+            tiny_image_processor(backend)(images=image_of(), image_grid_pinpoints=[[50, 70]])
