@@ -206,6 +206,7 @@ NOISE = {
     "The tokenizer has new PAD/BOS/EOS tokens": "the Trainer aligning configs that disagree with the tokenizer",
     "is incompatible with gradient checkpointing": "the language model's cache under activation checkpointing",
     "is_gradient_checkpointing": "transformers' deprecated name, read by peft and TRL",
+    "is an Enum subclass": "torch about torchao's enums, imported by transformers wherever torchao is installed",
     "Traceback": "an error",
 }
 
