@@ -102,6 +102,21 @@ def test_cards_have_usage_limitations_and_safety_sections():
         assert f'"{folder.name}", trust_remote_code=True' in text
 
 
+def test_cards_name_the_packages_loading_needs_timm_for_a_timm_tower():
+    says = {}
+    for folder in VARIANT_FOLDERS:
+        text = " ".join(load_card(folder.name).text.split())
+        tower = XGenMMConfig.from_pretrained(folder).vision_config.model_type
+        says[folder.name] = (
+            tower,
+            "It loads with `transformers` alone through" in text,
+            "`transformers` and `timm`" in text,
+        )
+    assert says["toy-world"] == ("timm_wrapper", False, True)
+    assert says[DPO] == ("siglip_vision_model", True, False)
+    assert all(alone != timm and timm == (tower == "timm_wrapper") for tower, alone, timm in says.values()), says
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """Hub folders of the tiny model in instruct (any-resolution) and base (fixed-size views) form, and local

@@ -73,6 +73,7 @@ def model_card(config: XGenMMConfig, repo_id: str, variant: str | None = None) -
         title=facts.title,
         summary=facts.summary,
         weights_note=SALESFORCE_WEIGHTS_NOTE.format(repo=facts.base_model) if facts.base_model else "",
+        requirements=requirements(config),
         instruct=instruct,
         image_urls=IMAGE_URLS,
         multi_image=facts.multi_image,
@@ -190,6 +191,19 @@ def parameter_counts(config: XGenMMConfig) -> dict[str, str]:
     with torch.device("meta"):
         model = XGenMMForConditionalGeneration(config)
     return {name: f"{value:,}" for name, value in model.num_parameters_by_part().items()}
+
+
+# Vision towers whose transformers class needs a package of its own, by the vision config's model type.
+TOWER_PACKAGES = {"timm_wrapper": "timm"}
+
+
+def requirements(config: XGenMMConfig) -> str:
+    """What loading the folder needs, in the card's words: `transformers`, and the package its vision tower's class
+    needs where there is one (a timm backbone: `timm`)."""
+    package = TOWER_PACKAGES.get(config.vision_config.model_type)
+    if package is None:
+        return "`transformers` alone"
+    return f"`transformers` and `{package}` (its vision tower is a {package} model; `pip install {package}`)"
 
 
 def describe_vision_tower(config: XGenMMConfig) -> str:
