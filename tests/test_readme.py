@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageDraw
 
 from hub_helpers import tiny_instruct_model, tiny_processor
@@ -63,3 +64,13 @@ def test_the_pipeline_snippet_runs_as_written(tmp_path):
     save_model_folder(tmp_path / "runs" / "toy-world" / "model")
     completed = run_snippet(readme_snippet("pipeline"), tmp_path)
     assert completed.stdout.strip()
+
+
+@pytest.mark.slow
+def test_the_quantized_and_compiled_snippet_runs_as_written_and_answers_as_eager_int8_decoding(tmp_path):
+    save_model_folder(tmp_path / "runs" / "toy-world" / "model")
+    code = readme_snippet("quantized and compiled")
+    compiled = run_snippet(code, tmp_path)
+    assert 'cache_implementation="static"' in code
+    eager = run_snippet(code.replace('cache_implementation="static"', "disable_compile=True"), tmp_path)
+    assert compiled.stdout.strip() and compiled.stdout == eager.stdout
