@@ -40,8 +40,14 @@ _TORCHAO_LINEAR = {}  # torchao's linear of `Int8Tensor`, replaced by `register_
 def quantization_config(kind: str = "int8", group_size: int = 128) -> TorchAoConfig:
     """The `quantization_config` of `from_pretrained` that quantizes the language model's weights as the module
     docstring says; `group_size` (int4 only) is the number of inputs that share a scale and zero point."""
-    from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
-    from torchao.quantization import FqnToConfig, Int8WeightOnlyConfig
+    try:
+        from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+        from torchao.quantization import FqnToConfig, Int8WeightOnlyConfig
+    except ImportError as error:  # not installed, or a torch older than torchao 0.18's floor (2.11)
+        raise ImportError(
+            f"{kind} inference needs torchao 0.18 with torch>=2.11 (pip install 'xgen-mm[quant]'); importing torchao "
+            f"with torch {torch.__version__} failed: {error}"
+        ) from error
 
     if kind == "int8":
         quant_type = Int8WeightOnlyConfig()
