@@ -103,6 +103,22 @@ def test_the_readme_layout_table_names_every_module_of_the_package():
     assert not missing, f"modules the README's layout table does not name in their folder's row: {missing}"
 
 
+def test_the_readmes_supported_versions_are_the_ranges_setup_cfg_declares():
+    """The README's "Supported versions" states the transformers range, the torch floor and the quant extra's torch
+    floor that setup.cfg declares (and .ci/run tests the floors of), so that neither moves alone."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Supported versions") : readme.index("## Using a model")]
+    options = setup_cfg()["options"]
+    transformers = re.search(r"^transformers(>=([\d.]+),<\d+)$", options["install_requires"], flags=re.M)
+    torch = re.search(r"^torch>=([\d.]+)$", options["install_requires"], flags=re.M).group(1)
+    quant_torch = re.search(r"^torch>=([\d.]+)$", setup_cfg()["options.extras_require"]["quant"], flags=re.M).group(1)
+    assert f"transformers {transformers.group(2)} (the lowest vLLM accepts)" in section
+    assert f"(`{transformers.group(1)}`)" in section
+    assert f"torch {torch} to the newest (`>={torch}`)" in section
+    assert f"need torch {quant_torch}, torchao" in section
+    assert f"torch {torch} under transformers {transformers.group(2)}" in section
+
+
 def test_fixture_files_are_those_listed_in_sha256sums():
     """A corrupted, partly copied, missing or unlisted fixture file fails, named (SHA256SUMS is `sha256sum` output)."""
     listed = {}
