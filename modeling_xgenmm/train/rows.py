@@ -89,7 +89,8 @@ def image_urls(row: dict) -> list[str]:
     """The images a row names by URL (in `images` / `image` or as image blocks' `url`, `path` or `image`), which
     loading would download."""
     urls = [image for image in _row_images(row) if _is_url(image)]
-    for turn in row.get("messages") or [] if isinstance(row.get("messages"), list) else []:
+    messages = row.get("messages")
+    for turn in messages if isinstance(messages, list) else []:
         content = turn.get("content") if isinstance(turn, dict) else None
         for block in content if isinstance(content, list) else []:
             if isinstance(block, dict) and block.get("type") == "image":

@@ -234,23 +234,28 @@ def _parquet_documents(file: str, texts_column: str, images_column: str) -> Iter
         yield _skipped_record("unreadable_shard", file, error, texts=[], images=[])
 
 
+def _json_file_records(file: str, listed: str) -> Iterator[tuple[str, object]]:
+    """(place, record) of a JSONL file (`line N`, read as it is iterated; a line that is not JSON gives a
+    `JSONLineError`) or of a JSON file (`row N`); raises `OSError` or `ValueError` at once for a JSON file that cannot
+    be read or that is not a list (`listed`: what it should hold)."""
+    if file.endswith(".jsonl"):
+        return ((f"line {number}", record) for number, record in json_lines(file))
+    values = read_json_records(file)
+    if not isinstance(values, list):
+        raise ValueError(f"{listed}, got a {type(values).__name__}")
+    return ((f"row {number}", record) for number, record in enumerate(values))
+
+
 def _json_documents(file: str, texts_column: str, images_column: str) -> Iterator[dict]:
     """The records of one JSONL (one per line) or JSON (a list) file; a record that does not parse or whose slots are
     not lists is skipped."""
-    if file.endswith(".jsonl"):
-        records = ((f"{file}, line {number}", record) for number, record in json_lines(file))
-    else:
-        try:
-            values = read_json_records(file)
-        except (OSError, ValueError) as error:
-            yield _skipped_record("unreadable_shard", file, str(error), texts=[], images=[])
-            return
-        if not isinstance(values, list):
-            error = f"a JSON file of documents holds a list of them, got a {type(values).__name__}"
-            yield _skipped_record("unreadable_shard", file, error, texts=[], images=[])
-            return
-        records = ((f"{file}, row {number}", record) for number, record in enumerate(values))
-    for source, record in records:
+    try:
+        records = _json_file_records(file, "a JSON file of documents holds a list of them")
+    except (OSError, ValueError) as error:
+        yield _skipped_record("unreadable_shard", file, str(error), texts=[], images=[])
+        return
+    for place, record in records:
+        source = f"{file}, {place}"
         try:
             if isinstance(record, JSONLineError):
                 raise ValueError(record.problem)
@@ -525,19 +530,11 @@ def pretraining_stream(
 
 def _json_rows(files: list[str]) -> Iterator[dict]:
     for file in files:
-        if file.endswith(".jsonl"):
-            records = ((f"line {number}", record) for number, record in json_lines(file))
-        else:
-            try:
-                values = read_json_records(file)
-            except (OSError, ValueError) as error:
-                yield {"row": None, "source": file, "skip": "unreadable_shard", "error": str(error)}
-                continue
-            if not isinstance(values, list):
-                error = f"a JSON dataset is a list of rows, got a {type(values).__name__}"
-                yield {"row": None, "source": file, "skip": "unreadable_shard", "error": error}
-                continue
-            records = ((f"row {number}", record) for number, record in enumerate(values))
+        try:
+            records = _json_file_records(file, "a JSON dataset is a list of rows")
+        except (OSError, ValueError) as error:
+            yield {"row": None, "source": file, "skip": "unreadable_shard", "error": str(error)}
+            continue
         for place, record in records:
             if isinstance(record, dict):
                 row = {**resolve_image_paths(record, Path(file).parent), "__url__": file, "__key__": place}
