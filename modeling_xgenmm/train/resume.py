@@ -164,17 +164,16 @@ def checkpoint_to_resume(args: TrainingArguments) -> str | None:
     return None if checkpoint is None else str(checkpoint)
 
 
-def finished_state(args: TrainingArguments, checkpoint: str | Path) -> TrainerState | None:
-    """The `TrainerState` of `checkpoint` when it already reached the end these arguments plan (`max_steps`, or the
-    same number of epochs as the run that wrote it), else None."""
-    state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+def has_finished(args: TrainingArguments, state: TrainerState) -> bool:
+    """Whether a checkpoint's `state` already reached the end these arguments plan (`max_steps`, or the same number of
+    epochs as the run that wrote it)."""
     if args.max_steps > 0:
         planned = args.max_steps
     elif state.num_train_epochs == args.num_train_epochs:
         planned = state.max_steps
     else:
-        return None
-    return state if state.global_step >= planned else None
+        return False
+    return state.global_step >= planned
 
 
 class RecordDataFiles(TrainerCallback):
@@ -216,7 +215,7 @@ def warn_if_data_files_changed(checkpoint: str | Path, files: dict[str, int | No
 def train_resuming(trainer: Trainer, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
     """`trainer.train()`, resuming from `resume_from_checkpoint` or, when None, where `checkpoint_to_resume` says.
 
-    A checkpoint that already reached the end of the stage (`finished_state`) is not trained on: its weights are
+    A checkpoint that already reached the end of the stage (`has_finished`) is not trained on: its weights are
     loaded into the trainer's model (so that saving it writes the finished model again), the trainer takes its state,
     and a warning says so. A streamed training set (`streaming.stream_files`) has its files recorded in every
     checkpoint, and a resumed run on other files is warned about (`warn_if_data_files_changed`). A stream that gives
@@ -230,12 +229,12 @@ def train_resuming(trainer: Trainer, resume_from_checkpoint: str | bool | None =
         trainer.add_callback(RecordDataFiles(files))
     if not isinstance(resume_from_checkpoint, (str, Path)):
         return check_trained(trainer, trainer.train(resume_from_checkpoint=resume_from_checkpoint), 0)
-    state = finished_state(trainer.args, resume_from_checkpoint)
-    if state is None:
+    state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / TRAINER_STATE))
+    if not has_finished(trainer.args, state):
         if files is not None:
             warn_if_data_files_changed(resume_from_checkpoint, files)
-        start = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / TRAINER_STATE)).global_step
-        return check_trained(trainer, trainer.train(resume_from_checkpoint=str(resume_from_checkpoint)), start)
+        output = trainer.train(resume_from_checkpoint=str(resume_from_checkpoint))
+        return check_trained(trainer, output, state.global_step)
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         raise ValueError(
             f"{resume_from_checkpoint} already finished this stage (step {state.global_step}): nothing to train. Its "
@@ -272,7 +271,7 @@ __all__ = [
     "RecordDataFiles",
     "check_trained",
     "checkpoint_to_resume",
-    "finished_state",
+    "has_finished",
     "last_complete_checkpoint",
     "missing_checkpoint_files",
     "move_checkpoints_aside",
