@@ -108,10 +108,11 @@ def test_the_readmes_supported_versions_are_the_ranges_setup_cfg_declares():
     floor that setup.cfg declares (and .ci/run tests the floors of), so that neither moves alone."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Supported versions") : readme.index("## Using a model")]
-    options = setup_cfg()["options"]
-    transformers = re.search(r"^transformers(>=([\d.]+),<\d+)$", options["install_requires"], flags=re.M)
-    torch = re.search(r"^torch>=([\d.]+)$", options["install_requires"], flags=re.M).group(1)
-    quant_torch = re.search(r"^torch>=([\d.]+)$", setup_cfg()["options.extras_require"]["quant"], flags=re.M).group(1)
+    config = setup_cfg()
+    requires, quant = config["options"]["install_requires"], config["options.extras_require"]["quant"]
+    transformers = re.search(r"^transformers(>=([\d.]+),<\d+)$", requires, flags=re.M)
+    torch = re.search(r"^torch>=([\d.]+)$", requires, flags=re.M).group(1)
+    quant_torch = re.search(r"^torch>=([\d.]+)$", quant, flags=re.M).group(1)
     assert f"transformers {transformers.group(2)} (the lowest vLLM accepts)" in section
     assert f"(`{transformers.group(1)}`)" in section
     assert f"torch {torch} to the newest (`>={torch}`)" in section
